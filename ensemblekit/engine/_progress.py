@@ -1,0 +1,62 @@
+"""Progress reporting for long fits (members x epochs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skorch.callbacks import Callback
+
+
+class Progress:
+    """A progress bar counting member-epochs, silent when ``enabled`` is false.
+
+    Parameters
+    ----------
+    total : int
+        Number of member-epochs to run.
+    enabled : bool
+        Whether to draw the bar (on standard error, through tqdm).
+    desc : str, default="member-epochs"
+        Label shown before the bar.
+    """
+
+    def __init__(self, total: int, enabled: bool, desc: str = "member-epochs") -> None:
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="ep", leave=False)
+
+    def advance(self, n: int = 1, **postfix: Any) -> None:
+        """Count ``n`` finished member-epochs and show ``postfix`` values."""
+        if self._bar is not None:
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class ProgressCallback(Callback):
+    """skorch callback that advances a :class:`Progress` at the end of each epoch."""
+
+    def __init__(self, progress: Progress, member: int) -> None:
+        self.progress = progress
+        self.member = member
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        loss = net.history[-1].get("train_loss")
+        postfix = {"member": self.member}
+        if loss is not None:
+            postfix["loss"] = f"{loss:.4f}"
+        self.progress.advance(1, **postfix)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The bar is a live terminal object: a pickled member keeps no reference to it.
+        state = dict(self.__dict__)
+        state["progress"] = Progress(0, enabled=False)
+        return state

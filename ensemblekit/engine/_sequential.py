@@ -1,0 +1,137 @@
+"""Sequential engine: one skorch net per member, trained one after the other."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from torch import nn
+
+from ._progress import Progress
+from ._randomness import derive_seed, seeded_torch
+
+# Stream identifiers: initial weights and training-time draws (dropout) never share a stream.
+_INIT_STREAM = 11
+_TRAIN_STREAM = 12
+
+
+def init_seed(seed: int) -> int:
+    """Seed of a member's initial weights."""
+    return derive_seed(seed, _INIT_STREAM)
+
+
+def train_seed(seed: int) -> int:
+    """Seed of a member's training-time draws (dropout masks)."""
+    return derive_seed(seed, _TRAIN_STREAM)
+
+
+def initialize_member(net: NeuralNet, seed: int) -> NeuralNet:
+    """Build a member's module, criterion and optimizer from its seed.
+
+    Every engine initialises members through this function, so the same seed
+    gives the same starting weights whichever engine trains them.
+    """
+    with seeded_torch(init_seed(seed)):
+        net.initialize()
+    return net
+
+
+class ModuleCopy:
+    """Factory returning a freshly initialised copy of a module instance.
+
+    Given to skorch as the ``module`` of each member, so that a user's instance is
+    never trained in place and each member draws its own initial weights.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The template; it is deep-copied and never modified.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self) -> nn.Module:
+        clone = copy.deepcopy(self.module)
+        reset_module_parameters(clone)
+        return clone
+
+
+def reset_module_parameters(module: nn.Module) -> None:
+    """Re-draw every parameter of ``module`` with its own initialisation scheme.
+
+    The top-level ``reset_parameters`` wins when the module defines one (networks
+    with a custom initialisation); otherwise each layer resets itself.
+    """
+    top = getattr(module, "reset_parameters", None)
+    if callable(top):
+        top()
+        return
+    for layer in module.modules():
+        if layer is not module and callable(getattr(layer, "reset_parameters", None)):
+            layer.reset_parameters()
+
+
+def fit_sequential(
+    nets: Sequence[NeuralNet],
+    X: np.ndarray,
+    y: np.ndarray,
+    seeds: Sequence[int],
+    progress: Progress | None = None,
+) -> None:
+    """Train each member net in turn, each under its own seed.
+
+    Parameters
+    ----------
+    nets : sequence of skorch.NeuralNet
+        Configured, uninitialised member nets; each carries its own data sampler.
+    X : ndarray
+        Training inputs, float32.
+    y : ndarray of shape (n_samples,)
+        Encoded integer targets.
+    seeds : sequence of int
+        One seed per member: it fixes initialisation and dropout masks.
+    progress : Progress, optional
+        Advanced once per member-epoch by a callback the net carries.
+    """
+    for net, seed in zip(nets, seeds):
+        sampler = net.get_params_for("iterator_train").get("sampler")
+        if sampler is not None and hasattr(sampler, "reset"):
+            sampler.reset()
+        initialize_member(net, seed)
+        with seeded_torch(train_seed(seed)):
+            net.partial_fit(X, y)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Device holding a module's first parameter (CPU for parameter-free modules)."""
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def predict_logits_sequential(
+    modules: Sequence[nn.Module], X: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Logits of every member, in chunks of ``batch_size`` rows.
+
+    Returns
+    -------
+    logits : ndarray of shape (n_members, n_samples, n_classes), float32
+    """
+    out: np.ndarray | None = None
+    for m, module in enumerate(modules):
+        module.eval()
+        device = module_device(module)
+        with torch.inference_mode():
+            for start in range(0, len(X), batch_size):
+                xb = torch.as_tensor(X[start : start + batch_size], device=device)
+                logits = module(xb).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(modules), len(X), logits.shape[1]), dtype=np.float32)
+                out[m, start : start + len(logits)] = logits
+    assert out is not None
+    return out

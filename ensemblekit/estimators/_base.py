@@ -1,0 +1,422 @@
+"""Shared machinery of the ensemble estimators.
+
+Everything that every estimator does alike lives here: parameter routing in the
+skorch style, input validation, label encoding, member construction, the member
+axis and its reduction to one predictive distribution.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from ..engine import (
+    MemberSampler,
+    ModuleCopy,
+    Progress,
+    ProgressCallback,
+    draw_member_seeds,
+    predict_logits_sequential,
+)
+from ..models import MLP
+from ._validation import check_float, check_int, resolve_device
+
+#: Prefixes of parameters routed to the members' components, as in skorch.
+ROUTED_PREFIXES = (
+    "module",
+    "criterion",
+    "optimizer",
+    "iterator_train",
+    "iterator_valid",
+    "callbacks",
+    "dataset",
+)
+
+# The estimator owns each member's data order; letting these through would
+# silently replace it.
+_RESERVED_ROUTED = (
+    "iterator_train__sampler",
+    "iterator_train__shuffle",
+    "iterator_train__batch_sampler",
+)
+
+# Constructor arguments that are filled from the training data when a module
+# class accepts them and the user did not route a value.
+_DATA_DEPENDENT_ARGS = ("in_features", "num_classes", "in_channels", "input_size")
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax in float64.
+
+    Examples
+    --------
+    >>> softmax(np.array([[0.0, np.log(3.0)]])).round(3).tolist()
+    [[0.25, 0.75]]
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
+    """Base class of the ensemble classifiers.
+
+    Subclasses define ``__init__`` with explicit parameters plus ``**kwargs``
+    that they pass to :meth:`_store_routed`; they say how many members to train
+    (:meth:`_n_members`) and may change how members are trained
+    (:meth:`_fit_members`) and evaluated (:meth:`_member_logits`).
+    """
+
+    # ----------------------------------------------------------- parameters
+    def _store_routed(self, routed: dict[str, Any]) -> None:
+        # Kept in one private dict: only the signature's parameters may be public
+        # attributes set by ``__init__``.
+        self._routed = dict(routed)
+
+    def _routed_params(self) -> dict[str, Any]:
+        return dict(getattr(self, "_routed", {}))
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Get the parameters, routed ``prefix__name`` parameters included.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Unused beyond scikit-learn's meaning; kept for compatibility.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        params = super().get_params(deep=deep)
+        params.update(self._routed_params())
+        return params
+
+    def set_params(self, **params: Any) -> BaseNeuralClassifier:
+        """Set parameters, routed ``prefix__name`` parameters included.
+
+        Routed names are checked when :meth:`fit` runs, as every other parameter.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : estimator
+            The estimator.
+        """
+        names = set(self._get_param_names())
+        own = {key: value for key, value in params.items() if key in names}
+        routed = {key: value for key, value in params.items() if key not in names}
+        if own:
+            super().set_params(**own)
+        if routed:
+            self._routed = {**self._routed_params(), **routed}
+        return self
+
+    def _validate_params_common(self) -> None:
+        for key in self._routed_params():
+            prefix = key.split("__", 1)[0]
+            if "__" not in key or prefix not in ROUTED_PREFIXES:
+                valid = ", ".join(f"{p}__" for p in ROUTED_PREFIXES)
+                raise ValueError(
+                    f"Unknown parameter {key!r}: routed parameters must start with one of "
+                    f"{valid}."
+                )
+            if key in _RESERVED_ROUTED:
+                raise ValueError(
+                    f"{key} cannot be set: each member draws its own data order from its "
+                    "seed (use bootstrap=... or random_state to control it)."
+                )
+        check_int("max_epochs", self.max_epochs)
+        check_int("batch_size", self.batch_size)
+        check_int("predict_batch_size", self.predict_batch_size)
+        check_int("verbose", self.verbose, min_value=0)
+        check_float("lr", self.lr)
+        if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
+            raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
+                             f"{type(self.callbacks).__name__}.")
+
+    # ----------------------------------------------------------- data
+    def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            allow_nd=True,
+            dtype=(np.float32, np.float64),
+            ensure_all_finite=True,
+        )
+        check_classification_targets(y)
+        X = _as_float32(X)
+        if reset:
+            self.input_shape_ = tuple(X.shape[1:])
+        else:
+            self._check_input_shape(X)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes, but y contains "
+                f"only one class: {encoder.classes_[0]!r}."
+            )
+        if reset:
+            self.classes_ = encoder.classes_
+        elif not np.array_equal(encoder.classes_, self.classes_):
+            raise ValueError(
+                "warm_start=True needs the classes of the first fit "
+                f"{self.classes_.tolist()}, got {encoder.classes_.tolist()}."
+            )
+        return X, np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _validate_predict_data(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, reset=False, allow_nd=True, dtype=(np.float32, np.float64),
+            ensure_all_finite=True,
+        )
+        X = _as_float32(X)
+        self._check_input_shape(X)
+        return X
+
+    def _check_input_shape(self, X: np.ndarray) -> None:
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"X has samples of shape {tuple(X.shape[1:])}, but {type(self).__name__} "
+                f"was fitted on samples of shape {self.input_shape_}."
+            )
+
+    # ----------------------------------------------------------- members
+    def _module_spec(self, X: np.ndarray) -> tuple[Any, dict[str, Any]]:
+        """The ``module`` given to each member net, and its constructor arguments."""
+        routed = {
+            key[len("module__"):]: value
+            for key, value in self._routed_params().items()
+            if key.startswith("module__")
+        }
+        module = MLP if self.module is None else self.module
+        if isinstance(module, nn.Module):
+            if routed:
+                raise ValueError(
+                    "module__* parameters need `module` to be a class, but an instance of "
+                    f"{type(module).__name__} was given; pass the class instead."
+                )
+            return ModuleCopy(module), {}
+        if not callable(module):
+            raise ValueError(
+                "module must be None, a torch.nn.Module subclass or an instance of one, "
+                f"got {module!r}."
+            )
+        kwargs = self._data_dependent_kwargs(module, X)
+        kwargs.update(routed)
+        return module, kwargs
+
+    def _data_dependent_kwargs(self, module: Any, X: np.ndarray) -> dict[str, Any]:
+        try:
+            accepted = inspect.signature(module).parameters
+        except (TypeError, ValueError):
+            return {}
+        shape = X.shape[1:]
+        values: dict[str, Any] = {
+            "in_features": int(np.prod(shape)),
+            "num_classes": len(self.classes_),
+        }
+        if len(shape) == 3:
+            values["in_channels"] = int(shape[0])
+            if shape[1] == shape[2]:
+                values["input_size"] = int(shape[1])
+        return {
+            name: values[name]
+            for name in _DATA_DEPENDENT_ARGS
+            if name in accepted and name in values
+        }
+
+    def _member_callbacks(self, seed: int) -> list[Any]:
+        """Extra skorch callbacks a subclass attaches to every member."""
+        return []
+
+    def _make_member(
+        self,
+        seed: int,
+        index: int,
+        X: np.ndarray,
+        device: str,
+        progress: Progress | None,
+        bootstrap: bool = False,
+    ) -> NeuralNetClassifier:
+        module, module_kwargs = self._module_spec(X)
+        routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
+        callbacks: list[Any] = [copy.deepcopy(cb) for cb in (self.callbacks or [])]
+        callbacks += self._member_callbacks(seed)
+        if progress is not None:
+            callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
+        return NeuralNetClassifier(
+            module=module,
+            criterion=nn.CrossEntropyLoss if self.criterion is None else self.criterion,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            classes=np.arange(len(self.classes_)),
+            callbacks=callbacks or None,
+            device=device,
+            verbose=int(self.verbose >= 2),
+            iterator_train__sampler=MemberSampler(len(X), seed, bootstrap),
+            **{f"module__{k}": v for k, v in module_kwargs.items()},
+            **routed,
+        )
+
+    # ----------------------------------------------------------- fitting
+    def _n_members(self) -> int:
+        raise NotImplementedError
+
+    def _validate_params(self) -> None:
+        self._validate_params_common()
+
+    def _fit_members(
+        self,
+        nets: Sequence[NeuralNetClassifier],
+        X: np.ndarray,
+        y: np.ndarray,
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> None:
+        raise NotImplementedError
+
+    def _bootstrap(self) -> bool:
+        return False
+
+    def fit(self, X: Any, y: Any) -> BaseNeuralClassifier:
+        """Train the members.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Training inputs: tabular rows or images (any number of trailing axes).
+        y : array-like of shape (n_samples,)
+            Class labels of any hashable type.
+
+        Returns
+        -------
+        self : estimator
+            The fitted estimator.
+        """
+        self._validate_params()
+        n_members = self._n_members()
+        growing = bool(getattr(self, "warm_start", False)) and hasattr(self, "estimators_")
+        X, y = self._validate_training_data(X, y, reset=not growing)
+        device = resolve_device(self.device)
+        seeds = draw_member_seeds(self.random_state, n_members)
+        existing: list[NeuralNetClassifier] = list(self.estimators_) if growing else []
+        if growing:
+            if n_members < len(existing):
+                raise ValueError(
+                    f"n_estimators={n_members} must be >= len(estimators_)={len(existing)} "
+                    "when warm_start=True."
+                )
+            if n_members == len(existing):
+                warnings.warn(
+                    "Warm-start fitting without increasing n_estimators trains no new member.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return self
+        new_seeds = seeds[len(existing):]
+        progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
+        try:
+            nets = [
+                self._make_member(int(s), len(existing) + i, X, device, progress, self._bootstrap())
+                for i, s in enumerate(new_seeds)
+            ]
+            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress)
+        finally:
+            progress.close()
+        self.estimators_ = existing + nets
+        self.seeds_ = seeds
+        self.device_ = device
+        return self
+
+    # ----------------------------------------------------------- prediction
+    def _member_logits(self, X: np.ndarray) -> np.ndarray:
+        """Logits of every member (or posterior sample), shape (n_members, n_samples, C)."""
+        modules = [net.module_ for net in self.estimators_]
+        return predict_logits_sequential(modules, X, self.predict_batch_size)
+
+    def predict_member_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of every member.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs shaped like the training inputs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_members, n_samples, n_classes)
+            Softmax outputs of each member; columns follow ``classes_``.
+        """
+        X = self._validate_predict_data(X)
+        return softmax(self._member_logits(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Predictive distribution: the mean of the member probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs shaped like the training inputs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        return self.predict_member_proba(X).mean(axis=0)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable class under the predictive distribution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs shaped like the training inputs.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Predicted labels, of the type of ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _as_float32(X: np.ndarray) -> np.ndarray:
+    # torch shares memory with numpy; a read-only buffer would be flagged by torch
+    # and a float64 array would not match float32 weights.
+    if X.dtype != np.float32 or not X.flags.writeable or not X.flags.c_contiguous:
+        X = np.array(X, dtype=np.float32, order="C")
+    return X
+
