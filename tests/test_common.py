@@ -1,0 +1,20 @@
+"""scikit-learn's own estimator checks, run on every estimator of the package."""
+
+from __future__ import annotations
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ensemblekit import DeepEnsembleClassifier
+
+# Tiny configurations: the checks fit dozens of times on a few hundred rows.
+_TINY = dict(max_epochs=20, lr=1e-2, batch_size=32, random_state=0,
+             module__hidden_layer_sizes=(16,))
+
+
+def _estimators():
+    return [DeepEnsembleClassifier(n_estimators=2, **_TINY)]
+
+
+@parametrize_with_checks(_estimators())
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
