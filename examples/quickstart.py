@@ -62,7 +62,7 @@ def main() -> None:
     for name, *values in rows:
         print(f"{name:<20}" + "".join(f"{v:>13.4f}" for v in values))
     print("NLL is a mean over test rows; Brier sums over classes (range 0-2);")
-    print("disagreement is the mean fraction of test rows on which two members' top-1 labels differ.")
+    print("disagreement: mean fraction of test rows where two members' top-1 labels differ.")
 
 
 if __name__ == "__main__":

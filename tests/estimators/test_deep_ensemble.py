@@ -235,7 +235,7 @@ def test_non_finite_X(iris, bad):
     X, y = iris
     X = X.copy()
     X[0, 0] = bad
-    with pytest.raises(ValueError, match="NaN|infinity"):
+    with pytest.raises(ValueError, match=r"NaN|infinity"):
         DeepEnsembleClassifier(**TINY).fit(X, y)
 
 

@@ -1,0 +1,57 @@
+"""Metrics of ensembles: diversity, predictive quality, calibration and weight-space geometry.
+
+Functions take numpy arrays (torch tensors are converted): member probabilities of shape
+``(n_members, n_samples, n_classes)``, or class probabilities of shape ``(n_samples,
+n_classes)``. Probabilities must be finite, non-negative and sum to 1 along the class axis
+within an absolute tolerance of ``1e-3``; anything else raises a ValueError. True labels are
+integer column indices ``0 .. n_classes - 1`` unless a ``labels`` array maps them.
+Logarithms are natural (nats).
+"""
+
+from ._calibration import (
+    accuracy,
+    brier_score,
+    ensemble_proba,
+    expected_calibration_error,
+    negative_log_likelihood,
+)
+from ._curves import EnsembleSizeCurve, ensemble_size_curve
+from ._diversity import (
+    disagreement,
+    diversity_accuracy_limits,
+    mean_pairwise_disagreement,
+    normalized_disagreement,
+    pairwise_disagreement,
+)
+from ._information import js_diversity, mutual_information, pairwise_kl
+from ._scorers import get_scorer, get_scorer_names
+from ._weights import (
+    weight_cosine_similarity,
+    weight_cosine_similarity_matrix,
+    weight_distance,
+    weight_distance_matrix,
+)
+
+__all__ = [
+    "EnsembleSizeCurve",
+    "accuracy",
+    "brier_score",
+    "disagreement",
+    "diversity_accuracy_limits",
+    "ensemble_proba",
+    "ensemble_size_curve",
+    "expected_calibration_error",
+    "get_scorer",
+    "get_scorer_names",
+    "js_diversity",
+    "mean_pairwise_disagreement",
+    "mutual_information",
+    "negative_log_likelihood",
+    "normalized_disagreement",
+    "pairwise_disagreement",
+    "pairwise_kl",
+    "weight_cosine_similarity",
+    "weight_cosine_similarity_matrix",
+    "weight_distance",
+    "weight_distance_matrix",
+]
