@@ -7,8 +7,19 @@ mode. ensemblekit puts both kinds of method behind the same ``fit`` /
 to compare them.
 """
 
-from .estimators import DeepEnsembleClassifier
+from .estimators import (
+    DeepEnsembleClassifier,
+    DropoutClassifier,
+    SubspaceSamplingClassifier,
+    SWAGClassifier,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["DeepEnsembleClassifier", "__version__"]
+__all__ = [
+    "DeepEnsembleClassifier",
+    "DropoutClassifier",
+    "SWAGClassifier",
+    "SubspaceSamplingClassifier",
+    "__version__",
+]

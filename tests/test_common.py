@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from ensemblekit import DeepEnsembleClassifier
+from ensemblekit import (
+    DeepEnsembleClassifier,
+    DropoutClassifier,
+    SubspaceSamplingClassifier,
+    SWAGClassifier,
+)
 
 # Tiny configurations: the checks fit dozens of times on a few hundred rows.
-_TINY = dict(max_epochs=20, lr=1e-2, batch_size=32, random_state=0,
+_TINY = dict(max_epochs=8, lr=2e-2, batch_size=64, random_state=0,
              module__hidden_layer_sizes=(16,))
 
 
 def _estimators():
-    return [DeepEnsembleClassifier(n_estimators=2, **_TINY)]
+    return [
+        DeepEnsembleClassifier(n_estimators=2, **_TINY),
+        SWAGClassifier(n_samples=3, swa_start=4, **_TINY),
+        DropoutClassifier(n_samples=3, **_TINY),
+        SubspaceSamplingClassifier(n_samples=3, **_TINY),
+    ]
 
 
 @parametrize_with_checks(_estimators())

@@ -1,0 +1,202 @@
+"""Monte Carlo dropout: thinned networks sampled from one dropout-trained network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+
+from ..engine import (
+    Progress,
+    derive_seed,
+    fit_sequential,
+    initialize_member,
+    predict_logits_sequential,
+)
+from ..posteriors import SUPPORTED_DROPOUT, dropout_layers, thinned_network
+from ._base import BaseNeuralClassifier
+from ._validation import check_int
+
+#: Dropout rate of the default MLP when ``module__dropout`` is not given.
+DEFAULT_DROPOUT = 0.1
+_MASK_STREAM = 31
+
+
+class DropoutClassifier(BaseNeuralClassifier):
+    """Monte Carlo dropout: average over networks thinned by fixed dropout masks.
+
+    Each run trains a network with dropout. At prediction time every dropout layer
+    is active with its training rate while the rest of the network, BatchNorm
+    included, stays in evaluation mode (running statistics used, never updated).
+    Each of the ``n_samples`` Monte Carlo samples is one *fixed thinned network*:
+    for every dropout layer one mask over the feature dimensions (whole channels
+    for ``Dropout1d/2d/3d``) is drawn from a generator seeded by the run's seed and
+    the sample index, and shared by all inputs (see
+    :func:`~ensemblekit.posteriors.thinned_network`).
+
+    This differs from the usual per-input Monte Carlo dropout, which draws a new
+    mask for every row, only in how the masks are shared across rows: for any one
+    input the distribution of a sample's output, hence the predictive mean in the
+    limit of many samples, is the same. Sharing makes each sample a function
+    (the object compared in function space, e.g. by disagreement), and makes
+    predictions deterministic and independent of row order and batching.
+
+    Parameters
+    ----------
+    module : type or torch.nn.Module or None, default=None
+        The network; it must contain a dropout layer with a positive rate
+        (:class:`torch.nn.Dropout`, ``Dropout1d``, ``Dropout2d`` or ``Dropout3d``).
+        ``None`` builds an :class:`~ensemblekit.models.MLP` sized from the data,
+        with ``module__dropout=0.1`` unless that parameter is routed.
+    n_estimators : int, default=1
+        Number of independently trained networks; their samples are pooled.
+    n_samples : int, default=30
+        Thinned networks per run.
+    criterion : type, default=None
+        Loss class taking logits; ``None`` means :class:`torch.nn.CrossEntropyLoss`.
+    optimizer : type, default=torch.optim.Adam
+        Optimizer class; its arguments are routed with ``optimizer__*``.
+    lr : float, default=1e-3
+        Learning rate.
+    max_epochs : int, default=50
+        Training epochs of each run.
+    batch_size : int, default=128
+        Training batch size.
+    predict_batch_size : int, default=1024
+        Rows evaluated at once at prediction time.
+    device : str, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Source of the run seeds; a run's seed fixes its initialisation, data order,
+        training dropout and the masks of its samples.
+    verbose : int, default=0
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+    callbacks : list of skorch callbacks, default=None
+        Callbacks copied to every run.
+    **kwargs : dict
+        Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
+        ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
+
+    Attributes
+    ----------
+    estimators_ : list of skorch.NeuralNetClassifier
+        The trained runs.
+    seeds_ : ndarray of shape (n_estimators,)
+        Seed of each run.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Size of the second axis of ``X``.
+    input_shape_ : tuple of int
+        Shape of one sample, ``X.shape[1:]``.
+    device_ : str
+        Device the runs were trained on.
+    n_samples_ : int
+        Thinned networks per run used at prediction time.
+
+    Notes
+    -----
+    :meth:`predict_member_proba` returns one row per thinned network, shape
+    ``(n_estimators * n_samples, n_rows, n_classes)`` with the samples of run 0
+    first.
+
+    References
+    ----------
+    Y. Gal, Z. Ghahramani. "Dropout as a Bayesian Approximation: Representing
+    Model Uncertainty in Deep Learning", ICML 2016.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from ensemblekit import DropoutClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = DropoutClassifier(n_samples=6, max_epochs=5, random_state=0,
+    ...                         module__hidden_layer_sizes=(16,)).fit(X, y)
+    >>> clf.predict_member_proba(X[:5]).shape
+    (6, 5, 3)
+    """
+
+    def __init__(
+        self,
+        module: Any = None,
+        n_estimators: int = 1,
+        *,
+        n_samples: int = 30,
+        criterion: Any = None,
+        optimizer: Any = torch.optim.Adam,
+        lr: float = 1e-3,
+        max_epochs: int = 50,
+        batch_size: int = 128,
+        predict_batch_size: int = 1024,
+        device: str = "auto",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.module = module
+        self.n_estimators = n_estimators
+        self.n_samples = n_samples
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.predict_batch_size = predict_batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self._store_routed(kwargs)
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_int("n_estimators", self.n_estimators)
+        check_int("n_samples", self.n_samples)
+
+    def _n_members(self) -> int:
+        return int(self.n_estimators)
+
+    def _module_spec(self, X: np.ndarray) -> tuple[Any, dict[str, Any]]:
+        module, kwargs = super()._module_spec(X)
+        if self.module is None:
+            kwargs.setdefault("dropout", DEFAULT_DROPOUT)
+        return module, kwargs
+
+    def _fit_members(
+        self,
+        nets: Sequence[NeuralNetClassifier],
+        X: np.ndarray,
+        y: np.ndarray,
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> None:
+        # Building the first run (as training will rebuild it, from the same seed)
+        # lets a network without dropout fail before any training.
+        initialize_member(nets[0], seeds[0])
+        if not dropout_layers(nets[0].module_):
+            names = ", ".join(cls.__name__ for cls in SUPPORTED_DROPOUT)
+            raise ValueError(
+                f"DropoutClassifier needs a module with a dropout layer of positive rate "
+                f"({names}), but {type(nets[0].module_).__name__} has none. With "
+                "module=None, set module__dropout > 0."
+            )
+        fit_sequential(nets, X, y, seeds, progress)
+        self.n_samples_ = int(self.n_samples)
+
+    def _member_logits(self, X: np.ndarray) -> np.ndarray:
+        n_samples = self.n_samples_
+        out: np.ndarray | None = None
+        for m, (net, seed) in enumerate(zip(self.estimators_, self.seeds_)):
+            for s in range(n_samples):
+                with thinned_network(net.module_, derive_seed(int(seed), _MASK_STREAM, s)):
+                    logits = predict_logits_sequential([net.module_], X, self.predict_batch_size)
+                if out is None:
+                    out = np.empty((len(self.estimators_) * n_samples, *logits.shape[1:]),
+                                   dtype=np.float32)
+                out[m * n_samples + s] = logits[0]
+        assert out is not None
+        return out

@@ -1,0 +1,430 @@
+"""Subspace sampling around one solution: the samplers of the loss-landscape study."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from ..engine import (
+    MemberSampler,
+    Progress,
+    derive_seed,
+    fit_sequential,
+    predict_logits_sequential,
+)
+from ..posteriors import (
+    CheckpointCollector,
+    diagonal_gaussian_samples,
+    dropout_subspace_sample,
+    flatten_parameters,
+    pca_gaussian_samples,
+    random_subspace_sample,
+    refresh_rows,
+    sampled_network,
+    sampled_networks,
+    weight_average,
+)
+from ._base import BaseNeuralClassifier
+from ._validation import check_float, check_int, check_option
+
+SubspaceMethod = Literal[
+    "random", "dropout", "diagonal_gaussian", "pca_gaussian", "pca_random", "weight_average"
+]
+METHODS: tuple[str, ...] = (
+    "random",
+    "dropout",
+    "diagonal_gaussian",
+    "pca_gaussian",
+    "pca_random",
+    "weight_average",
+)
+_CHECKPOINT_METHODS = ("diagonal_gaussian", "pca_gaussian", "weight_average")
+_RANDOM_METHODS = ("random", "pca_random")
+#: Late-training epochs recorded when ``collect_from_epoch`` is None.
+DEFAULT_LATE_EPOCHS = 10
+_COLLECTOR = "ensemblekit_checkpoints"
+# Stream identifiers of the per-run draws.
+_SAMPLE_STREAM = 41
+_REFRESH_STREAM = 42
+_SPLIT_STREAM = 43
+
+
+class SubspaceSamplingClassifier(BaseNeuralClassifier):
+    r"""Networks sampled in a subspace around one trained solution, and their ensembles.
+
+    Each run trains a network to a solution :math:`\theta^*` (its final weights)
+    and draws ``n_samples`` parameter vectors around it with ``method``; the
+    predictive distribution averages the softmax outputs of the samples. All
+    vectors are flat over every weight *and* bias of the network.
+
+    * ``"random"``: :math:`\theta = \theta^* + s\,v`, ``v`` a standard normal
+      vector normalised to unit L2 norm, :math:`s = \text{random\_scale}\cdot
+      U(0,1)`. A draw is rejected when its accuracy on the run's held-out rows is
+      below ``accuracy_threshold`` and drawn again, up to ``max_tries`` draws in
+      all; when every draw is rejected the last one is kept (see ``accepted_``).
+    * ``"dropout"``: every element of :math:`\theta^*` is kept with probability
+      :math:`1-p` and rescaled by :math:`1/(1-p)`, else zeroed, with
+      :math:`p = \text{dropout\_max\_p}\cdot U(0,1)` drawn per sample.
+    * ``"diagonal_gaussian"``: :math:`\theta \sim N(\mu, (c\,\sigma)^2)` with
+      :math:`\mu, \sigma` the per-parameter mean and standard deviation
+      (``ddof=0``) of the late-training checkpoints, ``c = gaussian_scale``.
+    * ``"pca_gaussian"``: :math:`\theta = \mu + \sum_{j\le r} z_j u_j`,
+      :math:`z\sim N(0, c^2 I_r)`, with :math:`u_j` the unit-norm top-``rank``
+      principal directions of the mean-centred checkpoints; ``z`` is *not* scaled
+      by the principal variances.
+    * ``"pca_random"``: the same PCA sampler fitted to ``n_samples`` accepted
+      ``"random"`` samples of the run.
+    * ``"weight_average"``: the mean of the checkpoints, one network per run.
+
+    The checkpoints are the weights at the end of each epoch from
+    ``collect_from_epoch`` on. Every sampled network gets its BatchNorm statistics
+    recomputed on (at most ``bn_update_size``) of the run's training rows. With
+    ``n_estimators > 1`` independent runs are ensembled ("ensemble + subspace").
+    The defaults follow the ensemble experiment of Fort et al.: 30 samples,
+    random subspace scale 10 with rejection below 70 % accuracy and up to 5
+    tries, Gaussian scale 1, PCA rank 5, checkpoints of the last 10 epochs. The
+    default method is the diagonal Gaussian, whose spread adapts to the network;
+    the unit-norm directions of ``"random"`` and ``"pca_gaussian"`` move a small
+    network much further than the paper's convolutional networks.
+
+    Parameters
+    ----------
+    module : type or torch.nn.Module or None, default=None
+        The network, as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`;
+        ``None`` builds an :class:`~ensemblekit.models.MLP` sized from the data.
+    n_estimators : int, default=1
+        Number of independent runs.
+    method : {"random", "dropout", "diagonal_gaussian", "pca_gaussian", \
+"pca_random", "weight_average"}, default="diagonal_gaussian"
+        Sampler, see above.
+    n_samples : int, default=30
+        Networks drawn per run (``"weight_average"`` has one). For
+        ``"pca_random"`` it is also the number of random samples the PCA is fitted to.
+    collect_from_epoch : int or None, default=None
+        First epoch (zero-based) whose weights are recorded as a checkpoint;
+        ``None`` records the last 10 epochs (all epochs if there are fewer).
+    rank : int, default=5
+        Number of principal directions of the PCA samplers.
+    gaussian_scale : float, default=1.0
+        The multiplier ``c`` of the Gaussian samplers.
+    random_scale : float, default=10.0
+        Largest distance of a random-subspace draw from :math:`\theta^*`.
+    dropout_max_p : float, default=0.1
+        Largest drop probability of the dropout subspace, in ``[0, 1)``.
+    accuracy_threshold : float, default=0.7
+        Smallest held-out accuracy of an accepted random-subspace draw, in
+        ``[0, 1]``; 0 turns rejection off.
+    max_tries : int, default=5
+        Draws per random-subspace sample before the last draw is kept.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out of training (chosen with the run's
+        seed) to judge random-subspace draws. Rows are held out only by the random
+        methods with ``accuracy_threshold > 0``; the other methods train on all rows.
+    bn_update_size : int or None, default=1024
+        Training rows used to recompute each sample's BatchNorm statistics;
+        ``None`` uses all of them.
+    criterion : type, default=None
+        Loss class taking logits; ``None`` means :class:`torch.nn.CrossEntropyLoss`.
+    optimizer : type, default=torch.optim.Adam
+        Optimizer class; its arguments are routed with ``optimizer__*``.
+    lr : float, default=1e-3
+        Learning rate.
+    max_epochs : int, default=40
+        Training epochs of each run.
+    batch_size : int, default=128
+        Training batch size.
+    predict_batch_size : int, default=1024
+        Rows evaluated at once at prediction time.
+    device : str, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Source of the run seeds; a run's seed fixes its initialisation, data
+        order, held-out rows and samples.
+    verbose : int, default=0
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+    callbacks : list of skorch callbacks, default=None
+        Callbacks copied to every run.
+    **kwargs : dict
+        Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
+        ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
+
+    Attributes
+    ----------
+    estimators_ : list of skorch.NeuralNetClassifier
+        The trained runs, holding :math:`\theta^*`.
+    sample_networks_ : list of torch.nn.Module
+        The sampled networks, run after run (``n_samples_`` per run).
+    n_samples_ : int
+        Networks per run: ``n_samples``, or 1 for ``"weight_average"``.
+    n_tries_ : ndarray of shape (n_estimators, n_samples_)
+        Draws each sample took (the random stage of ``"pca_random"``; 1 for the
+        methods without rejection).
+    accepted_ : ndarray of shape (n_estimators, n_samples_)
+        Whether each sample passed the accuracy threshold (True for the methods
+        without rejection).
+    seeds_ : ndarray of shape (n_estimators,)
+        Seed of each run.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Size of the second axis of ``X``.
+    input_shape_ : tuple of int
+        Shape of one sample, ``X.shape[1:]``.
+    device_ : str
+        Device the runs were trained on.
+
+    Notes
+    -----
+    :meth:`predict_member_proba` returns one row per sampled network, shape
+    ``(n_estimators * n_samples_, n_rows, n_classes)`` with the samples of run 0
+    first.
+
+    References
+    ----------
+    S. Fort, H. Hu, B. Lakshminarayanan. "Deep Ensembles: A Loss Landscape
+    Perspective", arXiv:1912.02757.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from ensemblekit import SubspaceSamplingClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SubspaceSamplingClassifier(method="pca_gaussian", n_samples=4, rank=2,
+    ...                                  max_epochs=6, random_state=0,
+    ...                                  module__hidden_layer_sizes=(16,)).fit(X, y)
+    >>> clf.predict_member_proba(X[:5]).shape
+    (4, 5, 3)
+    """
+
+    def __init__(
+        self,
+        module: Any = None,
+        n_estimators: int = 1,
+        *,
+        method: SubspaceMethod = "diagonal_gaussian",
+        n_samples: int = 30,
+        collect_from_epoch: int | None = None,
+        rank: int = 5,
+        gaussian_scale: float = 1.0,
+        random_scale: float = 10.0,
+        dropout_max_p: float = 0.1,
+        accuracy_threshold: float = 0.7,
+        max_tries: int = 5,
+        validation_fraction: float = 0.1,
+        bn_update_size: int | None = 1024,
+        criterion: Any = None,
+        optimizer: Any = torch.optim.Adam,
+        lr: float = 1e-3,
+        max_epochs: int = 40,
+        batch_size: int = 128,
+        predict_batch_size: int = 1024,
+        device: str = "auto",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.module = module
+        self.n_estimators = n_estimators
+        self.method = method
+        self.n_samples = n_samples
+        self.collect_from_epoch = collect_from_epoch
+        self.rank = rank
+        self.gaussian_scale = gaussian_scale
+        self.random_scale = random_scale
+        self.dropout_max_p = dropout_max_p
+        self.accuracy_threshold = accuracy_threshold
+        self.max_tries = max_tries
+        self.validation_fraction = validation_fraction
+        self.bn_update_size = bn_update_size
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.predict_batch_size = predict_batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self._store_routed(kwargs)
+
+    # ------------------------------------------------------------ parameters
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_int("n_estimators", self.n_estimators)
+        method = check_option("method", self.method, METHODS)
+        n_samples = check_int("n_samples", self.n_samples)
+        rank = check_int("rank", self.rank)
+        check_float("gaussian_scale", self.gaussian_scale, low_inclusive=True)
+        check_float("random_scale", self.random_scale, low_inclusive=True)
+        check_float("dropout_max_p", self.dropout_max_p, low_inclusive=True,
+                    high=1.0, high_inclusive=False)
+        check_float("accuracy_threshold", self.accuracy_threshold, low_inclusive=True,
+                    high=1.0)
+        check_int("max_tries", self.max_tries)
+        check_float("validation_fraction", self.validation_fraction, high=1.0,
+                    high_inclusive=False)
+        if self.bn_update_size is not None:
+            check_int("bn_update_size", self.bn_update_size)
+        max_epochs = int(self.max_epochs)
+        if self.collect_from_epoch is None:
+            start = max(0, max_epochs - DEFAULT_LATE_EPOCHS)
+        else:
+            start = check_int("collect_from_epoch", self.collect_from_epoch, min_value=0)
+            if start >= max_epochs:
+                raise ValueError(
+                    f"collect_from_epoch={start} must be smaller than max_epochs={max_epochs}: "
+                    "no checkpoint would be recorded."
+                )
+        n_checkpoints = max_epochs - start
+        if method == "pca_gaussian" and rank > n_checkpoints:
+            raise ValueError(
+                f"rank={rank} exceeds the {n_checkpoints} checkpoints recorded (epochs "
+                f"{start} to {max_epochs - 1}); lower rank or collect_from_epoch."
+            )
+        if method == "diagonal_gaussian" and n_checkpoints < 2:
+            raise ValueError(
+                "method='diagonal_gaussian' needs at least 2 checkpoints to estimate a "
+                f"standard deviation, but only epoch {start} is recorded; lower "
+                "collect_from_epoch."
+            )
+        if method == "pca_random" and rank > n_samples:
+            raise ValueError(
+                f"rank={rank} exceeds n_samples={n_samples}, the number of random-subspace "
+                "samples the PCA of method='pca_random' is fitted to."
+            )
+        self._collect_start = start
+
+    def _n_members(self) -> int:
+        return int(self.n_estimators)
+
+    def _member_callbacks(self, seed: int) -> list[Any]:
+        if self.method in _CHECKPOINT_METHODS:
+            return [(_COLLECTOR, CheckpointCollector(self._collect_start))]
+        return []
+
+    def _rejects(self) -> bool:
+        return self.method in _RANDOM_METHODS and float(self.accuracy_threshold) > 0
+
+    # ------------------------------------------------------------ fitting
+    def _split(self, n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        n_valid = max(1, round(float(self.validation_fraction) * n_rows))
+        if n_valid >= n_rows:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves no training row out "
+                f"of {n_rows}; lower it or pass more data."
+            )
+        generator = torch.Generator().manual_seed(derive_seed(seed, _SPLIT_STREAM))
+        order = torch.randperm(n_rows, generator=generator).numpy()
+        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+    def _fit_members(
+        self,
+        nets: Sequence[NeuralNetClassifier],
+        X: np.ndarray,
+        y: np.ndarray,
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> None:
+        networks: list[nn.Module] = []
+        tries, accepted = [], []
+        for net, seed in zip(nets, seeds):
+            train_rows = np.arange(len(X))
+            valid_rows = train_rows[:0]
+            if self._rejects():
+                train_rows, valid_rows = self._split(len(X), seed)
+                net.set_params(iterator_train__sampler=MemberSampler(len(train_rows), seed))
+            X_train = X[train_rows]
+            fit_sequential([net], X_train, y[train_rows], [seed], progress)
+            refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
+            X_refresh = X_train[refresh_rows(len(X_train), self.bn_update_size, refresh)]
+            generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
+            thetas, run_tries, run_accepted = self._draw(
+                net, generator, X_refresh, X[valid_rows], y[valid_rows]
+            )
+            networks += sampled_networks(net.module_, thetas, X_refresh, self.predict_batch_size)
+            tries.append(run_tries)
+            accepted.append(run_accepted)
+        self.sample_networks_ = networks
+        self.n_samples_ = len(networks) // len(nets)
+        self.n_tries_ = np.array(tries, dtype=np.int64)
+        self.accepted_ = np.array(accepted, dtype=bool)
+
+    def _draw(
+        self,
+        net: NeuralNetClassifier,
+        generator: torch.Generator,
+        X_refresh: np.ndarray,
+        X_valid: np.ndarray,
+        y_valid: np.ndarray,
+    ) -> tuple[torch.Tensor, list[int], list[bool]]:
+        n_samples = int(self.n_samples)
+        method = self.method
+        if method in _RANDOM_METHODS:
+            thetas, tries, accepted = self._random_samples(
+                net.module_, generator, X_refresh, X_valid, y_valid
+            )
+            if method == "pca_random":
+                thetas = pca_gaussian_samples(
+                    thetas, int(self.rank), n_samples, float(self.gaussian_scale), generator
+                )
+            return thetas, tries, accepted
+        if method == "dropout":
+            theta = flatten_parameters(net.module_).cpu()
+            p_max = float(self.dropout_max_p)
+            thetas = torch.stack(
+                [dropout_subspace_sample(theta, p_max, generator) for _ in range(n_samples)]
+            )
+        else:
+            collector = dict(net.callbacks_)[_COLLECTOR]
+            points = torch.stack(collector.checkpoints)
+            if method == "diagonal_gaussian":
+                thetas = diagonal_gaussian_samples(
+                    points, n_samples, float(self.gaussian_scale), generator
+                )
+            elif method == "pca_gaussian":
+                thetas = pca_gaussian_samples(
+                    points, int(self.rank), n_samples, float(self.gaussian_scale), generator
+                )
+            else:
+                thetas = weight_average(points)[None]
+        return thetas, [1] * len(thetas), [True] * len(thetas)
+
+    def _random_samples(
+        self,
+        module: nn.Module,
+        generator: torch.Generator,
+        X_refresh: np.ndarray,
+        X_valid: np.ndarray,
+        y_valid: np.ndarray,
+    ) -> tuple[torch.Tensor, list[int], list[bool]]:
+        theta = flatten_parameters(module).cpu()
+        threshold = float(self.accuracy_threshold)
+        samples, tries, accepted = [], [], []
+        max_tries = int(self.max_tries) if self._rejects() else 1
+        for _ in range(int(self.n_samples)):
+            attempts, ok = 0, True
+            while attempts < max_tries:
+                attempts += 1
+                candidate = random_subspace_sample(theta, float(self.random_scale), generator)
+                if not self._rejects():
+                    break
+                network = sampled_network(module, candidate, X_refresh, self.predict_batch_size)
+                logits = predict_logits_sequential([network], X_valid, self.predict_batch_size)
+                ok = float(np.mean(logits[0].argmax(axis=1) == y_valid)) >= threshold
+                if ok:
+                    break
+            samples.append(candidate)
+            tries.append(attempts)
+            accepted.append(ok)
+        return torch.stack(samples), tries, accepted
+
+    # ------------------------------------------------------------ prediction
+    def _member_logits(self, X: np.ndarray) -> np.ndarray:
+        return predict_logits_sequential(self.sample_networks_, X, self.predict_batch_size)

@@ -1,0 +1,288 @@
+"""SWAG: a Gaussian posterior fitted to the SGD iterates of one training run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+
+from ..engine import Progress, derive_seed, fit_sequential, predict_logits_sequential
+from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
+from ._base import BaseNeuralClassifier
+from ._validation import check_float, check_int, check_option
+
+SWAGMethod = Literal["swa", "diagonal", "lowrank"]
+METHODS: tuple[str, ...] = ("swa", "diagonal", "lowrank")
+DEFAULT_MAX_RANK = 20
+_COLLECTOR = "ensemblekit_swag"
+# Stream identifiers: posterior draws and BatchNorm refresh rows never share a stream.
+_SAMPLE_STREAM = 21
+_REFRESH_STREAM = 22
+
+
+class SWAGClassifier(BaseNeuralClassifier):
+    r"""SWAG (stochastic weight averaging Gaussian) and MultiSWAG.
+
+    Each run trains a network for ``max_epochs`` epochs. From epoch ``swa_start``
+    on (the SWA phase) the learning rate is held at ``swa_lr`` and, at the end of
+    every ``swa_freq``-th epoch, the parameters are added to running first and
+    second moments; the deviations of the last ``max_rank`` iterates from the
+    running mean are kept as the columns of a matrix ``D``
+    (see :class:`~ensemblekit.posteriors.SWAGMoments`). With
+    :math:`\bar\theta` the SWA mean, :math:`\sigma^2` the per-parameter variance
+    of the collected iterates and ``K'`` the number of deviation columns actually
+    collected (not ``max_rank``), ``method`` picks the posterior:
+
+    * ``"swa"``: the point estimate :math:`\bar\theta` (one network per run);
+    * ``"diagonal"``: :math:`\theta = \bar\theta + \sqrt{s}\,\sigma\odot z_1`;
+    * ``"lowrank"``: :math:`\theta = \bar\theta + \sqrt{s}\,(\sigma\odot z_1/\sqrt2
+      + D z_2/\sqrt{2(K'-1)})`,
+
+    with :math:`z_1, z_2` standard normal and ``s = scale``. The ``n_samples``
+    networks of each run are drawn once, at the end of :meth:`fit`, from a
+    generator seeded by the run's seed, and every one of them gets its BatchNorm
+    statistics recomputed on (at most ``bn_update_size``) training rows. Prediction
+    is therefore deterministic and each row's prediction is independent of the
+    other rows. With ``n_estimators > 1`` independent runs are ensembled
+    (MultiSWAG).
+
+    Parameters
+    ----------
+    module : type or torch.nn.Module or None, default=None
+        The network, as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`;
+        ``None`` builds an :class:`~ensemblekit.models.MLP` sized from the data.
+    n_estimators : int, default=1
+        Number of independent SWAG runs; more than one gives MultiSWAG.
+    method : {"swa", "diagonal", "lowrank"}, default="lowrank"
+        Posterior approximation, see above.
+    n_samples : int, default=30
+        Networks drawn per run (ignored by ``"swa"``, which has one).
+    swa_start : int or None, default=None
+        First epoch (zero-based) of the SWA phase; ``None`` means
+        ``max_epochs // 2``. Must be smaller than ``max_epochs``.
+    swa_freq : int, default=1
+        Collect the parameters every ``swa_freq`` epochs of the SWA phase.
+    swa_lr : float or None, default=None
+        Constant learning rate of the SWA phase, set on the optimizer at the start
+        of each SWA epoch; ``None`` keeps the optimizer's rate. A learning-rate
+        scheduler among ``callbacks`` may override it.
+    max_rank : int or None, default=None
+        Maximum number ``K`` of deviation columns. ``None`` means
+        ``min(20, n_collected)``, where ``n_collected`` is the number of epochs
+        collected, ``len(range(swa_start, max_epochs, swa_freq))``; an explicit value
+        larger than ``n_collected`` is an error.
+    scale : float, default=0.5
+        Multiplier of the covariance (the standard deviations are multiplied by
+        its square root). 0.5 is the value commonly used with SWAG.
+    bn_update_size : int or None, default=1024
+        Training rows used to recompute each sample's BatchNorm statistics
+        (drawn with the run's seed); ``None`` uses all rows. Networks without
+        BatchNorm skip the refresh.
+    criterion : type, default=None
+        Loss class taking logits; ``None`` means :class:`torch.nn.CrossEntropyLoss`.
+    optimizer : type, default=torch.optim.Adam
+        Optimizer class; its arguments are routed with ``optimizer__*``.
+    lr : float, default=1e-3
+        Learning rate before the SWA phase.
+    max_epochs : int, default=50
+        Epochs of each run, the SWA phase included.
+    batch_size : int, default=128
+        Training batch size.
+    predict_batch_size : int, default=1024
+        Rows evaluated at once at prediction time (and per BatchNorm refresh pass).
+    device : str, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Source of the run seeds; a run's seed fixes its initialisation, data
+        order, posterior draws and refresh rows.
+    verbose : int, default=0
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+    callbacks : list of skorch callbacks, default=None
+        Callbacks copied to every run.
+    **kwargs : dict
+        Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
+        ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
+
+    Attributes
+    ----------
+    estimators_ : list of skorch.NeuralNetClassifier
+        The trained runs, holding the final SGD iterate.
+    moments_ : list of SWAGMoments
+        The collected moments of each run.
+    sample_networks_ : list of torch.nn.Module
+        The sampled networks, run after run: ``n_estimators * n_samples`` of them
+        (``n_estimators`` for ``"swa"``), BatchNorm refreshed.
+    seeds_ : ndarray of shape (n_estimators,)
+        Seed of each run.
+    swa_start_ : int
+        First epoch of the SWA phase used.
+    max_rank_ : int
+        Maximum number of deviation columns used.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Size of the second axis of ``X``.
+    input_shape_ : tuple of int
+        Shape of one sample, ``X.shape[1:]``.
+    device_ : str
+        Device the runs were trained on.
+
+    Notes
+    -----
+    :meth:`predict_member_proba` returns one row per sampled network, shape
+    ``(n_estimators * n_samples, n_rows, n_classes)`` with the samples of run 0
+    first; :meth:`predict_proba` is their mean (Bayesian model averaging).
+
+    References
+    ----------
+    W. Maddox, T. Garipov, P. Izmailov, D. Vetrov, A. G. Wilson. "A Simple
+    Baseline for Bayesian Uncertainty in Deep Learning", NeurIPS 2019.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from ensemblekit import SWAGClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SWAGClassifier(n_samples=4, max_epochs=8, swa_start=4, random_state=0,
+    ...                      module__hidden_layer_sizes=(16,)).fit(X, y)
+    >>> clf.predict_member_proba(X[:5]).shape
+    (4, 5, 3)
+    >>> clf.moments_[0].rank
+    4
+    """
+
+    def __init__(
+        self,
+        module: Any = None,
+        n_estimators: int = 1,
+        *,
+        method: SWAGMethod = "lowrank",
+        n_samples: int = 30,
+        swa_start: int | None = None,
+        swa_freq: int = 1,
+        swa_lr: float | None = None,
+        max_rank: int | None = None,
+        scale: float = 0.5,
+        bn_update_size: int | None = 1024,
+        criterion: Any = None,
+        optimizer: Any = torch.optim.Adam,
+        lr: float = 1e-3,
+        max_epochs: int = 50,
+        batch_size: int = 128,
+        predict_batch_size: int = 1024,
+        device: str = "auto",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.module = module
+        self.n_estimators = n_estimators
+        self.method = method
+        self.n_samples = n_samples
+        self.swa_start = swa_start
+        self.swa_freq = swa_freq
+        self.swa_lr = swa_lr
+        self.max_rank = max_rank
+        self.scale = scale
+        self.bn_update_size = bn_update_size
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.predict_batch_size = predict_batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self._store_routed(kwargs)
+
+    # ------------------------------------------------------------ parameters
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_int("n_estimators", self.n_estimators)
+        check_option("method", self.method, METHODS)
+        check_int("n_samples", self.n_samples)
+        check_int("swa_freq", self.swa_freq)
+        check_float("scale", self.scale, low_inclusive=True)
+        if self.swa_lr is not None:
+            check_float("swa_lr", self.swa_lr)
+        if self.bn_update_size is not None:
+            check_int("bn_update_size", self.bn_update_size)
+        max_epochs = int(self.max_epochs)
+        if self.swa_start is None:
+            swa_start = max_epochs // 2
+        else:
+            swa_start = check_int("swa_start", self.swa_start, min_value=0)
+            if swa_start >= max_epochs:
+                raise ValueError(
+                    f"swa_start={swa_start} must be smaller than max_epochs={max_epochs}: "
+                    "the SWA phase would collect nothing."
+                )
+        n_collected = len(range(swa_start, max_epochs, int(self.swa_freq)))
+        if self.max_rank is None:
+            max_rank = min(DEFAULT_MAX_RANK, n_collected)
+        else:
+            max_rank = check_int("max_rank", self.max_rank)
+            if max_rank > n_collected:
+                raise ValueError(
+                    f"max_rank={max_rank} exceeds the {n_collected} parameter vectors the SWA "
+                    f"phase collects (epochs {swa_start} to {max_epochs - 1}, every "
+                    f"{self.swa_freq}); lower max_rank or lengthen the SWA phase."
+                )
+        if self.method == "lowrank" and max_rank < 2:
+            raise ValueError(
+                "method='lowrank' needs at least 2 deviation columns, but the SWA phase "
+                f"collects {n_collected} and max_rank={max_rank}; lengthen the SWA phase or "
+                "use method='diagonal'."
+            )
+        # Public ``*_`` attributes appear only once fitting succeeds.
+        self._swa_schedule = (swa_start, max_rank)
+
+    def _n_members(self) -> int:
+        return int(self.n_estimators)
+
+    def _member_callbacks(self, seed: int) -> list[Any]:
+        swa_start, max_rank = self._swa_schedule
+        collector = SWAGCollector(
+            swa_start=swa_start, swa_freq=int(self.swa_freq), swa_lr=self.swa_lr,
+            max_rank=max_rank,
+        )
+        return [(_COLLECTOR, collector)]
+
+    # ------------------------------------------------------------ fitting
+    def _fit_members(
+        self,
+        nets: Sequence[NeuralNetClassifier],
+        X: np.ndarray,
+        y: np.ndarray,
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> None:
+        fit_sequential(nets, X, y, seeds, progress)
+        networks: list[torch.nn.Module] = []
+        moments = []
+        for net, seed in zip(nets, seeds):
+            run_moments = dict(net.callbacks_)[_COLLECTOR].moments
+            if self.method == "swa":
+                thetas = run_moments.mean.to(torch.float32)[None]
+            else:
+                generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
+                thetas = run_moments.sample(
+                    int(self.n_samples), generator, covariance=self.method, scale=self.scale
+                )
+            refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
+            rows = refresh_rows(len(X), self.bn_update_size, refresh)
+            networks += sampled_networks(net.module_, thetas, X[rows], self.predict_batch_size)
+            moments.append(run_moments)
+        self.moments_ = moments
+        self.sample_networks_ = networks
+        self.swa_start_, self.max_rank_ = self._swa_schedule
+
+    # ------------------------------------------------------------ prediction
+    def _member_logits(self, X: np.ndarray) -> np.ndarray:
+        return predict_logits_sequential(self.sample_networks_, X, self.predict_batch_size)

@@ -1,0 +1,89 @@
+"""skorch callbacks that record what the posteriors are built from during training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from skorch.callbacks import Callback
+
+from ._swag import SWAGMoments
+from ._vector import flatten_parameters
+
+
+def _epoch(net: Any) -> int:
+    # skorch appends the history row of an epoch before the callbacks see it.
+    return len(net.history) - 1
+
+
+class SWAGCollector(Callback):
+    """Collect SWAG moments during the SWA phase of training.
+
+    From epoch ``swa_start`` (zero-based) on, the optimizer's learning rate is set
+    to ``swa_lr`` at the start of every epoch (when given), and at the end of every
+    ``swa_freq``-th epoch the parameters are added to :attr:`moments`.
+
+    Parameters
+    ----------
+    swa_start : int
+        First epoch of the SWA phase, zero-based.
+    swa_freq : int, default=1
+        Collect every ``swa_freq`` epochs.
+    swa_lr : float or None, default=None
+        Constant learning rate of the SWA phase; ``None`` keeps the optimizer's.
+    max_rank : int, default=20
+        Number of deviation columns kept.
+
+    Attributes
+    ----------
+    moments : SWAGMoments
+        The collected moments (reset when training starts).
+    """
+
+    def __init__(
+        self, swa_start: int, swa_freq: int = 1, swa_lr: float | None = None, max_rank: int = 20
+    ) -> None:
+        self.swa_start = swa_start
+        self.swa_freq = swa_freq
+        self.swa_lr = swa_lr
+        self.max_rank = max_rank
+
+    def initialize(self) -> SWAGCollector:
+        self.moments = SWAGMoments(max_rank=self.max_rank)
+        return self
+
+    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+        if self.swa_lr is not None and _epoch(net) >= self.swa_start:
+            for group in net.optimizer_.param_groups:
+                group["lr"] = self.swa_lr
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        epoch = _epoch(net)
+        if epoch >= self.swa_start and (epoch - self.swa_start) % self.swa_freq == 0:
+            self.moments.collect(flatten_parameters(net.module_))
+
+
+class CheckpointCollector(Callback):
+    """Keep the flat parameter vector at the end of every epoch from ``start`` on.
+
+    Parameters
+    ----------
+    start : int
+        First epoch recorded, zero-based.
+
+    Attributes
+    ----------
+    checkpoints : list of torch.Tensor of shape (n_parameters,)
+        One float32 CPU vector per recorded epoch (reset when training starts).
+    """
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def initialize(self) -> CheckpointCollector:
+        self.checkpoints: list[torch.Tensor] = []
+        return self
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        if _epoch(net) >= self.start:
+            self.checkpoints.append(flatten_parameters(net.module_).float().cpu())

@@ -1,0 +1,82 @@
+"""Turning sampled parameter vectors into networks ready to predict."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._batchnorm import refresh_batchnorm
+from ._vector import assign_parameters
+
+
+def refresh_rows(n_rows: int, max_rows: int | None, generator: torch.Generator) -> np.ndarray:
+    """Indices of the rows used to refresh BatchNorm statistics.
+
+    All rows when ``max_rows`` is None or at least ``n_rows``; else ``max_rows``
+    rows drawn without replacement. Returned sorted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> refresh_rows(5, None, torch.Generator()).tolist()
+    [0, 1, 2, 3, 4]
+    >>> len(refresh_rows(100, 10, torch.Generator().manual_seed(0)))
+    10
+    """
+    if max_rows is None or max_rows >= n_rows:
+        return np.arange(n_rows)
+    rows = torch.randperm(n_rows, generator=generator)[:max_rows]
+    return np.sort(rows.numpy())
+
+
+def sampled_network(
+    template: nn.Module,
+    theta: torch.Tensor,
+    X_refresh: np.ndarray | torch.Tensor,
+    batch_size: int,
+) -> nn.Module:
+    """A copy of ``template`` holding the parameters ``theta``, BatchNorm refreshed.
+
+    Parameters
+    ----------
+    template : torch.nn.Module
+        Trained network; never modified.
+    theta : torch.Tensor of shape (n_parameters,)
+        Flat parameters, in the order of :func:`flatten_parameters`.
+    X_refresh : ndarray or torch.Tensor of shape (n_rows, ...)
+        Data whose statistics the BatchNorm layers take (see
+        :func:`refresh_batchnorm`); unused by networks without BatchNorm.
+    batch_size : int
+        Rows per forward pass of the refresh.
+
+    Returns
+    -------
+    network : torch.nn.Module
+        In evaluation mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = sampled_network(nn.Linear(2, 1), torch.zeros(3), torch.zeros(4, 2), 4)
+    >>> net.weight.abs().sum().item()
+    0.0
+    """
+    network = copy.deepcopy(template)
+    assign_parameters(network, theta)
+    refresh_batchnorm(network, X_refresh, batch_size)
+    return network.eval()
+
+
+def sampled_networks(
+    template: nn.Module,
+    thetas: Iterable[torch.Tensor],
+    X_refresh: np.ndarray | torch.Tensor,
+    batch_size: int,
+) -> list[nn.Module]:
+    """:func:`sampled_network` for each parameter vector (each row of a 2-d tensor)."""
+    return [sampled_network(template, theta, X_refresh, batch_size) for theta in thetas]
