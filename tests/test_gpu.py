@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensemblekit import DeepEnsembleClassifier
+from ensemblekit import DeepEnsembleClassifier, SWAGClassifier
 
 pytestmark = [
     pytest.mark.gpu,
@@ -27,10 +27,13 @@ def test_auto_device_uses_cuda(iris):
     assert next(clf.estimators_[0].module_.parameters()).is_cuda
 
 
-def test_fit_on_gpu_predict_on_cpu_after_unpickling(iris, tmp_path):
+@pytest.mark.parametrize("make", [
+    lambda: DeepEnsembleClassifier(n_estimators=2, max_epochs=3, random_state=0, device="cuda"),
+    lambda: SWAGClassifier(n_samples=3, max_epochs=4, random_state=0, device="cuda"),
+], ids=["deep_ensemble", "swag"])
+def test_fit_on_gpu_predict_on_cpu_after_unpickling(iris, tmp_path, make):
     X, y = iris
-    clf = DeepEnsembleClassifier(n_estimators=2, max_epochs=3, random_state=0,
-                                 device="cuda").fit(X, y)
+    clf = make().fit(X, y)
     expected = clf.predict_proba(X)
     path = tmp_path / "clf.pkl"
     path.write_bytes(pickle.dumps(clf))

@@ -1,10 +1,12 @@
 """Training engines: how ensemble members are trained and evaluated.
 
-The sequential engine trains one skorch net per member. Every engine draws a
-member's initial weights, data order and dropout masks from the member's seed
-alone, so engines are interchangeable.
+The sequential engine trains one skorch net per member; the vectorised engine
+stacks all members into one grouped network and trains them in one batched pass.
+Every engine draws a member's initial weights, data order and dropout masks from
+the member's seed alone, so engines are interchangeable.
 """
 
+from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -23,21 +25,51 @@ from ._sequential import (
     reset_module_parameters,
     train_seed,
 )
+from ._vectorized import (
+    ELEMENTWISE_OPTIMIZERS,
+    ENGINES,
+    PRECISIONS,
+    AugmentCallback,
+    EngineChoice,
+    augment_seed,
+    fit_vectorized,
+    predict_member_logits,
+    stack_members,
+    train_members,
+    vectorization_blocker,
+)
+from ._vmap import VmapNetwork
 
 __all__ = [
+    "ELEMENTWISE_OPTIMIZERS",
+    "ENGINES",
+    "PRECISIONS",
+    "AugmentCallback",
+    "EngineChoice",
+    "GroupedNetwork",
+    "GroupingError",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "VmapNetwork",
+    "augment_seed",
+    "check_grouped",
     "derive_seed",
     "draw_member_seeds",
     "epoch_indices",
     "fit_sequential",
+    "fit_vectorized",
+    "group_modules",
     "init_seed",
     "initialize_member",
     "module_device",
     "predict_logits_sequential",
+    "predict_member_logits",
     "reset_module_parameters",
     "seeded_torch",
+    "stack_members",
+    "train_members",
     "train_seed",
+    "vectorization_blocker",
 ]

@@ -25,7 +25,7 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="ep", leave=False)
+            self._bar = tqdm(total=total, desc=desc, unit="ep", leave=True)
 
     def advance(self, n: int = 1, **postfix: Any) -> None:
         """Count ``n`` finished member-epochs and show ``postfix`` values."""

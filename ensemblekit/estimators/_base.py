@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,7 @@ from ..engine import (
     Progress,
     ProgressCallback,
     draw_member_seeds,
-    predict_logits_sequential,
+    predict_member_logits,
 )
 from ..models import MLP
 from ._validation import check_float, check_int, resolve_device
@@ -356,9 +357,16 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------- prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
-        """Logits of every member (or posterior sample), shape (n_members, n_samples, C)."""
+        """Logits of every member (or posterior sample), shape (n_members, n_samples, C).
+
+        The members are evaluated together through one grouped network when their
+        modules allow it, member by member otherwise.
+        """
         modules = [net.module_ for net in self.estimators_]
-        return predict_logits_sequential(modules, X, self.predict_batch_size)
+        return predict_member_logits(
+            modules, X, self.predict_batch_size,
+            max_members_per_pass=getattr(self, "max_members_per_pass", None),
+        )
 
     def predict_member_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of every member.
@@ -407,10 +415,49 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+    # ----------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Fitted torch objects other than the skorch members (which handle devices
+        # themselves) are stored as torch.save bytes, so that an estimator fitted on a
+        # GPU can be unpickled and used where no GPU exists.
+        state = dict(super().__getstate__())
+        for key, value in state.items():
+            if key.endswith("_") and key != "estimators_" and _holds_torch(value):
+                buffer = io.BytesIO()
+                torch.save(value, buffer)
+                state[key] = _TorchBytes(buffer.getvalue())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        location = None if torch.cuda.is_available() else "cpu"
+        for key, value in state.items():
+            if isinstance(value, _TorchBytes):
+                state[key] = torch.load(
+                    io.BytesIO(value.data), map_location=location, weights_only=False
+                )
+        super().__setstate__(state)
+
+
+class _TorchBytes:
+    """A fitted torch object serialised with ``torch.save``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _holds_torch(value: Any) -> bool:
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_torch(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_torch(v) for v in value.values())
+    return False
 
 
 def _as_float32(X: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,11 +10,9 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
-from ..engine import Progress, fit_sequential
+from ..engine import ENGINES, PRECISIONS, Progress, train_members
 from ._base import BaseNeuralClassifier
 from ._validation import check_int, check_option
-
-ENGINES = ("auto", "sequential")
 
 
 class DeepEnsembleClassifier(BaseNeuralClassifier):
@@ -52,9 +51,30 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         Rows evaluated at once at prediction time.
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
-    engine : {"auto", "sequential"}, default="auto"
+    engine : {"auto", "sequential", "vectorized"}, default="auto"
         How members are trained. ``"sequential"`` trains one skorch net after the
-        other; ``"auto"`` picks the fastest engine that supports the module.
+        other. ``"vectorized"`` stacks all members into one grouped network (each
+        convolution ``M`` times wider with ``groups=M``, each linear layer a batched
+        matrix product) and trains them in one batched pass, each member on its own
+        batches; for the same seeds it gives the same members as ``"sequential"``
+        up to floating-point rounding (networks with dropout draw other masks). It
+        raises a ValueError when it cannot run (skorch callbacks, an optimizer that
+        is not elementwise, layers that can be neither grouped nor vmapped).
+        ``"auto"`` uses ``"vectorized"`` when possible and ``"sequential"``
+        otherwise; ``engine_`` and ``engine_reason_`` say what ran and why.
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train (and predict) at most this many members at once,
+        to bound memory. ``None`` takes all members; on CUDA a pass that runs out
+        of memory is retried with half as many members.
+    augment : callable or None, default=None
+        Training-time augmentation ``augment(x_batch, generator) -> x_batch``
+        applied to each member's batch (on the training device in the vectorised
+        engine), with draws from a generator seeded by the member's seed; for
+        example :func:`ensemblekit.datasets.random_crop_flip`.
+    precision : {"fp32", "bf16"}, default="fp32"
+        Vectorised engine: ``"bf16"`` trains under bfloat16 autocast (fast on
+        recent GPUs). Parameters, optimizer and prediction stay in float32. The
+        sequential engine ignores it, with a warning.
     bootstrap : bool, default=False
         Train each member on its own bootstrap resample (bagging). By default every
         member sees all the data, in its own order.
@@ -88,8 +108,11 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
         Device the members were trained on.
-    engine_ : str
+    engine_ : {"sequential", "vectorized"}
         Engine that trained the last members.
+    engine_reason_ : str
+        Why: the stacked form the vectorised engine used, or why ``"auto"`` fell
+        back to the sequential engine.
 
     See Also
     --------
@@ -122,6 +145,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         predict_batch_size: int = 1024,
         device: str = "auto",
         engine: str = "auto",
+        max_members_per_pass: int | None = None,
+        augment: Any = None,
+        precision: str = "fp32",
         bootstrap: bool = False,
         warm_start: bool = False,
         random_state: Any = None,
@@ -139,6 +165,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         self.predict_batch_size = predict_batch_size
         self.device = device
         self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
+        self.augment = augment
+        self.precision = precision
         self.bootstrap = bootstrap
         self.warm_start = warm_start
         self.random_state = random_state
@@ -150,6 +179,14 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         super()._validate_params()
         check_int("n_estimators", self.n_estimators)
         check_option("engine", self.engine, ENGINES)
+        check_option("precision", self.precision, PRECISIONS)
+        if self.max_members_per_pass is not None:
+            check_int("max_members_per_pass", self.max_members_per_pass)
+        if self.augment is not None and not callable(self.augment):
+            raise ValueError(
+                "augment must be None or a callable (x_batch, generator) -> x_batch, "
+                f"got {self.augment!r}."
+            )
 
     def _n_members(self) -> int:
         return int(self.n_estimators)
@@ -165,5 +202,21 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         seeds: Sequence[int],
         progress: Progress,
     ) -> None:
-        fit_sequential(nets, X, y, seeds, progress)
-        self.engine_ = "sequential"
+        choice = train_members(
+            nets, X, y, seeds, progress,
+            engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass,
+            augment=self.augment,
+            precision=self.precision,
+        )
+        if choice.engine == "sequential" and self.precision != "fp32":
+            warnings.warn(
+                f"precision={self.precision!r} applies to the vectorised engine only; the "
+                f"sequential engine trained in float32 ({choice.reason}).",
+                UserWarning,
+                stacklevel=3,
+            )
+        if self.verbose > 0:
+            print(f"[{type(self).__name__}] engine: {choice.engine} ({choice.reason})")
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason

@@ -1,0 +1,370 @@
+"""Training throughput of the ensemble engines, against their baselines, in one run.
+
+For each case the same data and the same number of member-epochs are trained by
+
+* ``sequential-skorch``: ``DeepEnsembleClassifier(engine="sequential")``, one skorch net
+  per member;
+* ``plain-loop``: a hand-written PyTorch loop, one member after the other (data resident on
+  the device, batches gathered by index, the same precision as the vectorised engine);
+* ``vectorized``: ``DeepEnsembleClassifier(engine="vectorized")``, all members in one
+  grouped network;
+* ``ceiling``: one network trained with batch ``M * B`` for the same number of steps, the
+  throughput an M-member ensemble can at best reach.
+
+Throughput is counted in member-images per second (``members * epochs * n_samples /
+wall``). Each method is warmed up on a small slice first; on CUDA the timings are taken
+between ``torch.cuda.synchronize()`` calls and peak memory is ``max_memory_allocated``; on
+the CPU peak memory is the process's peak resident set (it never decreases, so later
+methods inherit earlier peaks).
+
+Usage::
+
+    python benchmarks/bench_engine.py [--device cpu|cuda] [--cases mlp,smallcnn,resnet20]
+                                      [--quick] [--out benchmarks/results]
+
+Results go to ``<out>/engine_<device>[_quick].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ensemblekit import DeepEnsembleClassifier  # noqa: E402
+from ensemblekit.models import MLP, ResNet20v1, SmallCNN  # noqa: E402
+
+try:
+    from ensemblekit.datasets import random_crop_flip
+except ImportError as exc:  # the datasets subpackage needs SciPy
+    print(f"no augmentation ({exc})", flush=True)
+    random_crop_flip = None
+
+METHODS = ("sequential-skorch", "plain-loop", "vectorized", "ceiling")
+
+
+@dataclass
+class Case:
+    """One benchmark configuration."""
+
+    name: str
+    module: str
+    n_samples: int
+    sample_shape: tuple[int, ...]
+    n_classes: int
+    members: int
+    epochs: int
+    batch_size: int
+    lr: float
+    precision: str
+    channels_last: bool
+    module_kwargs: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    augment: bool = False
+
+
+def make_case(name: str, device: str, quick: bool) -> Case:
+    """The configuration of a case on a device (small on the CPU, sized for ~1 min on GPU)."""
+    cuda = device == "cuda"
+    precision = "bf16" if cuda else "fp32"
+    if name == "mlp":
+        n, epochs = (20_000, 5) if not quick else (4_000, 2)
+        return Case(name, "MLP", n, (50,), 5, 8, epochs, 128, 1e-3, precision, False,
+                    {"hidden_layer_sizes": (100,)},
+                    "tabular Gaussian data, MLP with one hidden layer of 100 units")
+    if name in ("smallcnn", "resnet20"):
+        if cuda:
+            n, epochs = (16_384, 2) if not quick else (4_096, 1)
+        else:
+            n, epochs = (512, 1) if not quick else (256, 1)
+        module = "SmallCNN" if name == "smallcnn" else "ResNet20v1"
+        return Case(name, module, n, (3, 32, 32), 10, 8, epochs, 128, 1e-3, precision, True,
+                    {}, f"CIFAR-shaped random images, {n} per epoch, random crop (padding 4) "
+                    "and flip on the device for every method",
+                    augment=random_crop_flip is not None)
+    raise ValueError(f"unknown case {name!r}; choose from mlp, smallcnn, resnet20")
+
+
+def module_class(case: Case) -> type[nn.Module]:
+    return {"MLP": MLP, "SmallCNN": SmallCNN, "ResNet20v1": ResNet20v1}[case.module]
+
+
+def build_module(case: Case, seed: int, device: str) -> nn.Module:
+    torch.manual_seed(seed)
+    kwargs = dict(case.module_kwargs)
+    if case.module == "MLP":
+        kwargs.update(in_features=int(np.prod(case.sample_shape)), num_classes=case.n_classes)
+    else:
+        kwargs.update(num_classes=case.n_classes)
+    module = module_class(case)(**kwargs).to(device)
+    if case.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def make_data(case: Case, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = case.n_samples if n is None else n
+    X = rng.standard_normal((n, *case.sample_shape), dtype=np.float32)
+    y = rng.integers(0, case.n_classes, size=n)
+    return X, y
+
+
+# ----------------------------------------------------------------- timing helpers
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def timed(fn: Callable[[], Any], device: str) -> tuple[float, float]:
+    """Wall seconds of ``fn()`` and the peak memory (MiB) while it ran."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    wall = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb())
+    return wall, peak
+
+
+# ----------------------------------------------------------------- the methods
+def estimator(case: Case, engine: str, device: str, epochs: int) -> DeepEnsembleClassifier:
+    params = {f"module__{k}": v for k, v in case.module_kwargs.items()}
+    return DeepEnsembleClassifier(
+        module_class(case), n_estimators=case.members, max_epochs=epochs, lr=case.lr,
+        batch_size=case.batch_size, device=device, engine=engine, random_state=0,
+        precision=case.precision if engine == "vectorized" else "fp32",
+        augment=random_crop_flip if case.augment else None, **params,
+    )
+
+
+def plain_loop(case: Case, X: np.ndarray, y: np.ndarray, device: str, members: int,
+               batch_size: int, epochs: int) -> None:
+    """Train ``members`` networks one after the other with a minimal PyTorch loop."""
+    Xd = torch.as_tensor(X, device=device)
+    yd = torch.as_tensor(y, device=device)
+    n = len(Xd)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=case.precision == "bf16")
+    for m in range(members):
+        model = build_module(case, seed=m, device=device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=case.lr)
+        gen = torch.Generator(device=device).manual_seed(m)
+        for _ in range(epochs):
+            order = torch.randperm(n, device=device, generator=gen)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                xb = Xd[idx]
+                if case.augment:
+                    xb = random_crop_flip(xb, gen)
+                if case.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    out = model(xb)
+                loss = F.cross_entropy(out.float(), yd[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+
+def run_method(method: str, case: Case, X: np.ndarray, y: np.ndarray, device: str,
+               warmup: bool) -> None:
+    epochs = 1 if warmup else case.epochs
+    if method in ("sequential-skorch", "vectorized"):
+        engine = "sequential" if method == "sequential-skorch" else "vectorized"
+        clf = estimator(case, engine, device, epochs).fit(X, y)
+        if engine == "vectorized" and not warmup:
+            print(f"      vectorized engine: {clf.engine_reason_}", flush=True)
+    elif method == "plain-loop":
+        plain_loop(case, X, y, device, case.members, case.batch_size, epochs)
+    elif method == "ceiling":
+        # One network, batch M*B, as many steps as each member takes: M*B*steps images.
+        plain_loop(case, np.concatenate([X] * case.members), np.concatenate([y] * case.members),
+                   device, 1, case.members * case.batch_size, epochs)
+    else:
+        raise ValueError(method)
+
+
+@dataclass
+class Result:
+    method: str
+    wall_s: float
+    member_images: int
+    member_images_per_s: float
+    peak_memory_mib: float
+    speedup_vs_sequential_skorch: float | None = None
+    fraction_of_ceiling: float | None = None
+
+
+def run_case(case: Case, device: str, methods: tuple[str, ...]) -> list[Result]:
+    X, y = make_data(case)
+    warm_X, warm_y = make_data(case, n=min(case.n_samples, case.batch_size), seed=1)
+    results = []
+    for method in methods:
+        print(f"  [{case.name}] {method}: warm-up", flush=True)
+        run_method(method, case, warm_X, warm_y, device, warmup=True)
+        print(f"  [{case.name}] {method}: timing {case.members} members x {case.epochs} "
+              f"epochs x {case.n_samples} samples", flush=True)
+        wall, peak = timed(lambda m=method: run_method(m, case, X, y, device, False), device)
+        images = case.members * case.epochs * case.n_samples
+        res = Result(method, wall, images, images / wall, peak)
+        results.append(res)
+        print(f"  [{case.name}] {method}: {wall:.2f} s, {res.member_images_per_s:,.0f} "
+              f"member-images/s, peak {peak:,.0f} MiB", flush=True)
+    by_name = {r.method: r for r in results}
+    for r in results:
+        if "sequential-skorch" in by_name:
+            r.speedup_vs_sequential_skorch = (
+                r.member_images_per_s / by_name["sequential-skorch"].member_images_per_s)
+        if "ceiling" in by_name:
+            r.fraction_of_ceiling = r.member_images_per_s / by_name["ceiling"].member_images_per_s
+    return results
+
+
+# ----------------------------------------------------------------- reporting
+def environment(device: str) -> dict[str, Any]:
+    import sklearn
+    import skorch
+
+    info: dict[str, Any] = {
+        "device": device,
+        "device_name": (torch.cuda.get_device_name() if device == "cuda"
+                        else platform.processor() or platform.machine()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "skorch": skorch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average_start"] = [round(v, 2) for v in os.getloadavg()]
+    if device == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        info["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+    return info
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"# Engine benchmark: {env['device_name']} ({env['device']})",
+        "",
+        f"torch {env['torch']}, Python {env['python']}, skorch {env['skorch']}, "
+        f"{env['cpu_count']} CPUs, {env['torch_threads']} torch threads, {env['date']}.",
+        f"Command: `{env['command']}`.",
+    ]
+    if "load_average_start" in env:
+        lines.append(f"Load average at start {env['load_average_start']}, at end "
+                     f"{env.get('load_average_end')} (other processes share the machine when "
+                     "it exceeds the CPU count).")
+    lines.append("")
+    for entry in report["cases"]:
+        case = entry["config"]
+        lines += [
+            f"## {entry['case']}: {case['module']}, M = {case['members']}, batch "
+            f"{case['batch_size']} per member",
+            "",
+            f"{case['n_samples']} samples of shape {tuple(case['sample_shape'])}, "
+            f"{case['n_classes']} classes, {case['epochs']} epoch(s), Adam lr {case['lr']}, "
+            f"precision {case['precision']} for plain-loop, vectorized and ceiling "
+            f"(sequential skorch: fp32), channels-last: {case['channels_last']}. "
+            f"{case['note']}.",
+            "",
+            "| method | wall (s) | member-images/s | vs sequential skorch | of ceiling "
+            "| peak memory (MiB) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in entry["results"]:
+            speed = r["speedup_vs_sequential_skorch"]
+            frac = r["fraction_of_ceiling"]
+            lines.append(
+                f"| {r['method']} | {r['wall_s']:.2f} | {r['member_images_per_s']:,.0f} | "
+                f"{'' if speed is None else f'{speed:.2f}x'} | "
+                f"{'' if frac is None else f'{frac:.2f}'} | {r['peak_memory_mib']:,.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--cases", default="mlp,smallcnn,resnet20")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda requested but CUDA is not available")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+    report: dict[str, Any] = {"environment": environment(args.device), "cases": []}
+    print(f"engine benchmark on {report['environment']['device_name']} "
+          f"(torch {torch.__version__})", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = args.device
+    if args.device == "cuda":
+        tag += "_" + re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name()).strip("-")
+    if args.quick:
+        tag += "_quick"
+    for name in [c for c in args.cases.split(",") if c]:
+        case = make_case(name, args.device, args.quick)
+        print(f"case {name}: {asdict(case)}", flush=True)
+        results = run_case(case, args.device, methods)
+        report["cases"].append({"case": name, "config": asdict(case),
+                                "results": [asdict(r) for r in results]})
+        if hasattr(os, "getloadavg"):
+            report["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        # Written after every case, so an interrupted run keeps what it measured.
+        (out / f"engine_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / f"engine_{tag}.md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+    print(f"wrote {out / f'engine_{tag}.json'} and .md", flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,659 @@
+"""Vectorised engine: all members trained in one batched pass.
+
+The members' networks are stacked into one :class:`~ensemblekit.engine.GroupedNetwork`
+(or, for layers that cannot be grouped, a :class:`~ensemblekit.engine.VmapNetwork`).
+Each training step gathers every member's own batch (the indices the sequential
+engine would use), runs one forward and one backward pass for all of them, and
+applies the members' optimizer to the stacked parameters. The loss is the sum of the
+members' losses, so each member receives exactly its own gradient; elementwise
+optimizers then update each member exactly as they would alone.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from skorch import NeuralNet, NeuralNetClassifier
+from skorch.callbacks import Callback
+from skorch.dataset import Dataset
+from torch import Tensor, nn
+
+from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._progress import Progress, ProgressCallback
+from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
+from ._sequential import (
+    fit_sequential,
+    initialize_member,
+    module_device,
+    predict_logits_sequential,
+    train_seed,
+)
+from ._vmap import VmapNetwork
+
+__all__ = [
+    "ELEMENTWISE_OPTIMIZERS",
+    "ENGINES",
+    "PRECISIONS",
+    "AugmentCallback",
+    "EngineChoice",
+    "augment_seed",
+    "fit_vectorized",
+    "predict_member_logits",
+    "stack_members",
+    "train_members",
+    "vectorization_blocker",
+]
+
+ENGINES = ("auto", "sequential", "vectorized")
+PRECISIONS = ("fp32", "bf16")
+
+#: Optimizers whose update of each parameter element depends on that element alone
+#: (and on the step count): they update stacked members exactly as separate ones.
+ELEMENTWISE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.Adadelta,
+    torch.optim.Rprop,
+    torch.optim.ASGD,
+)
+
+# DataLoader arguments that do not change which rows form a batch.
+_HARMLESS_ITERATOR_ARGS = (
+    "sampler", "batch_size", "drop_last", "num_workers", "pin_memory",
+    "persistent_workers", "prefetch_factor", "timeout",
+)
+
+_AUGMENT_STREAM = 13
+_VMAP_STREAM = 14
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def augment_seed(seed: int) -> int:
+    """Seed of a member's data-augmentation draws."""
+    return derive_seed(seed, _AUGMENT_STREAM)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which engine trained a set of members, and why.
+
+    Attributes
+    ----------
+    engine : {"sequential", "vectorized"}
+        The engine that ran.
+    reason : str
+        A human-readable explanation (the stacked form used, or why the
+        vectorised engine was not possible).
+    """
+
+    engine: str
+    reason: str
+
+
+# ----------------------------------------------------------------- augmentation
+class AugmentCallback(Callback):
+    """skorch callback applying an augmentation to each training batch in place.
+
+    Gives the sequential engine the ``augment`` hook of the vectorised engine: the
+    draws come from a generator seeded with :func:`augment_seed`, so on the CPU both
+    engines augment each member's batches identically.
+
+    Parameters
+    ----------
+    augment : callable
+        ``augment(x_batch, generator) -> x_batch``.
+    seed : int
+        The member's seed.
+    """
+
+    def __init__(self, augment: Augment, seed: int) -> None:
+        self.augment = augment
+        self.seed = seed
+
+    def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+        self.generator_ = torch.Generator().manual_seed(augment_seed(self.seed))
+
+    def on_batch_begin(self, net: Any, batch: Any = None, training: bool = False,
+                       **kwargs: Any) -> None:
+        if training and isinstance(batch, (tuple, list)) and isinstance(batch[0], Tensor):
+            xb = batch[0]
+            xb.copy_(self.augment(xb, self.generator_).to(xb.dtype))
+
+
+# ----------------------------------------------------------------- feasibility
+def _user_callbacks(net: NeuralNet) -> list[str]:
+    names = []
+    for entry in net.callbacks or []:
+        name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
+        if isinstance(cb, (ProgressCallback, AugmentCallback)):
+            continue
+        names.append(str(name))
+    return names
+
+
+def vectorization_blocker(net: NeuralNet) -> str | None:
+    """Why a member net cannot be trained by the vectorised engine (``None`` if it can).
+
+    Looks only at the net's configuration (callbacks, optimizer, data loading,
+    overridden training steps); the module itself is checked by
+    :func:`stack_members`.
+
+    Examples
+    --------
+    >>> from skorch import NeuralNetClassifier
+    >>> from skorch.callbacks import LRScheduler
+    >>> from ensemblekit.models import MLP
+    >>> net = NeuralNetClassifier(MLP, callbacks=[LRScheduler()])
+    >>> vectorization_blocker(net)
+    'skorch callbacks (LRScheduler) only run in the sequential engine'
+    """
+    callbacks = _user_callbacks(net)
+    if callbacks:
+        return f"skorch callbacks ({', '.join(callbacks)}) only run in the sequential engine"
+    optimizer = net.optimizer
+    if not (isinstance(optimizer, type) and optimizer in ELEMENTWISE_OPTIMIZERS):
+        name = getattr(optimizer, "__name__", repr(optimizer))
+        return (f"optimizer {name} is not known to update each parameter element "
+                "independently")
+    iterator_args = net.get_params_for("iterator_train")
+    extra = sorted(set(iterator_args) - set(_HARMLESS_ITERATOR_ARGS))
+    if extra:
+        return f"iterator_train__{extra[0]} changes how batches are formed"
+    if not isinstance(iterator_args.get("sampler"), MemberSampler):
+        return "the members do not draw their data order from a MemberSampler"
+    if net.dataset is not Dataset or net.get_params_for("dataset"):
+        return "a custom skorch dataset is used"
+    for method in ("train_step", "train_step_single", "infer", "get_loss", "fit_loop",
+                   "run_single_epoch"):
+        if getattr(type(net), method) is not getattr(NeuralNetClassifier, method):
+            return f"the member net overrides {method}"
+    return None
+
+
+def stack_members(
+    modules: Sequence[nn.Module],
+    sample_shape: Sequence[int],
+    *,
+    allow_vmap: bool = True,
+    channels_last: bool = False,
+) -> tuple[GroupedNetwork | VmapNetwork, str]:
+    """Stack member modules into one network, grouped if possible, else with ``vmap``.
+
+    Parameters
+    ----------
+    modules : sequence of torch.nn.Module
+        The members. They are not modified.
+    sample_shape : sequence of int
+        Shape of one input sample, used for the numerical check.
+    allow_vmap : bool, default=True
+        Fall back to :class:`VmapNetwork` when grouping fails.
+    channels_last : bool, default=False
+        Channels-last layout for a grouped network on image inputs.
+
+    Returns
+    -------
+    network : GroupedNetwork or VmapNetwork
+        The stacked members, checked against their own forward passes.
+    form : str
+        ``"grouped"`` or ``"vmap (...why grouping failed...)"``.
+
+    Raises
+    ------
+    GroupingError
+        When neither form reproduces the members.
+
+    Examples
+    --------
+    >>> from ensemblekit.models import MLP
+    >>> net, form = stack_members([MLP(4, 3), MLP(4, 3)], (4,))
+    >>> form
+    'grouped'
+    """
+    modules = list(modules)
+    if len(tuple(sample_shape)) not in (1, 3):
+        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors nor "
+               "(C, H, W) images")
+    else:
+        try:
+            grouped = group_modules(modules, channels_last=channels_last)
+            check_grouped(grouped, modules, sample_shape)
+            return grouped, "grouped"
+        except GroupingError as exc:
+            why = str(exc)
+    if not allow_vmap:
+        raise GroupingError(f"cannot group the members: {why}")
+    try:
+        stacked = VmapNetwork(modules)
+        check_grouped(stacked, modules, sample_shape)
+    except GroupingError as exc:
+        raise GroupingError(f"cannot group the members ({why}) nor vmap them ({exc})") from exc
+    except Exception as exc:
+        raise GroupingError(f"cannot group the members ({why}) nor vmap them ({exc})") from exc
+    return stacked, f"vmap (cannot group: {why})"
+
+
+# ----------------------------------------------------------------- training
+def _build_optimizer(
+    stacked: GroupedNetwork | VmapNetwork, net: NeuralNet
+) -> torch.optim.Optimizer:
+    """The member net's optimizer (class, groups, hyperparameters) on stacked parameters."""
+    member_opt = net.optimizer_
+    name_of = {id(p): name for name, p in net.module_.named_parameters()}
+    stacked_params = dict(stacked.named_member_parameters())
+    groups = []
+    used: set[str] = set()
+    for group in member_opt.param_groups:
+        names = []
+        for p in group["params"]:
+            if id(p) not in name_of:
+                raise GroupingError("the optimizer updates parameters outside the module")
+            names.append(name_of[id(p)])
+        used.update(names)
+        hyper = {k: v for k, v in group.items() if k != "params"}
+        groups.append({"params": [stacked_params[n] for n in names], **hyper})
+    for name, p in stacked_params.items():
+        if name not in used:
+            p.requires_grad_(False)
+    defaults = dict(member_opt.defaults)
+    # Stacked parameters are few and large: the multi-tensor implementation saves a
+    # kernel launch per parameter and step (it computes the same elementwise update).
+    if defaults.get("foreach", False) is None and not defaults.get("fused"):
+        defaults["foreach"] = True
+        for group in groups:
+            if group.get("foreach", False) is None:
+                group["foreach"] = True
+    try:
+        return type(member_opt)(groups, **defaults)
+    except TypeError:
+        return type(member_opt)(groups)
+
+
+@torch.no_grad()
+def _write_optimizer_state(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    nets: Sequence[NeuralNet],
+) -> None:
+    """Give each member net's optimizer its slice of the stacked optimizer state."""
+    for m, net in enumerate(nets):
+        own = dict(net.module_.named_parameters())
+        for name, sp in stacked.named_member_parameters():
+            state = optimizer.state.get(sp)
+            if not state:
+                continue
+            target = own[name]
+            member_state: dict[str, Any] = {}
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.numel() == sp.numel() and value.dim() > 0:
+                    member_state[key] = stacked.member_slice(value, m, target.shape).clone()
+                elif isinstance(value, Tensor):
+                    member_state[key] = value.clone()
+                else:
+                    member_state[key] = value
+            net.optimizer_.state[target] = member_state
+
+
+def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
+    """A function of (outputs (M, B, C), targets (M, B)) returning each member's loss."""
+    crit = nets[0].criterion_
+    fast = (
+        type(crit) is nn.CrossEntropyLoss
+        and crit.weight is None
+        and crit.reduction == "mean"
+        and all(type(net.criterion_) is nn.CrossEntropyLoss for net in nets)
+    )
+    if fast:
+        smoothing = float(crit.label_smoothing)
+
+        def cross_entropy(out: Tensor, yb: Tensor) -> Tensor:
+            m, b = yb.shape
+            per_sample = nn.functional.cross_entropy(
+                out.reshape(m * b, -1), yb.reshape(-1), reduction="none",
+                label_smoothing=smoothing,
+            )
+            return per_sample.view(m, b).mean(dim=1)
+
+        return cross_entropy
+
+    def generic(out: Tensor, yb: Tensor) -> Tensor:
+        return torch.stack([
+            net.get_loss(out[m], yb[m], training=True) for m, net in enumerate(nets)
+        ])
+
+    return generic
+
+
+@dataclass
+class _Config:
+    max_epochs: int
+    batch_size: int
+    drop_last: bool
+    bootstrap: bool
+    device: torch.device
+    augment: Augment | None
+    precision: str
+    channels_last: bool
+
+
+def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
+    args = net.get_params_for("iterator_train")
+    batch_size = int(args.get("batch_size", net.batch_size))
+    if batch_size == -1:
+        batch_size = n_samples
+    sampler = args.get("sampler")
+    bootstrap = bool(getattr(sampler, "bootstrap", False))
+    return batch_size, bool(args.get("drop_last", False)), bootstrap
+
+
+def _train_group(
+    nets: Sequence[NeuralNet],
+    seeds: Sequence[int],
+    X: Tensor,
+    y: Tensor,
+    cfg: _Config,
+    progress: Progress | None,
+) -> str:
+    modules = [net.module_ for net in nets]
+    sample_shape = tuple(X.shape[1:])
+    stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last)
+    stacked.train()
+    optimizer = _build_optimizer(stacked, nets[0])
+    losses_of = _member_losses(nets)
+    device = cfg.device
+    gen_device = device if device.type == "cuda" else torch.device("cpu")
+    stacked.set_generators([
+        torch.Generator(device=gen_device).manual_seed(train_seed(s)) for s in seeds
+    ])
+    aug_gens = [torch.Generator(device=gen_device).manual_seed(augment_seed(s)) for s in seeds]
+    n = X.shape[0]
+    m = len(nets)
+    stop = n - n % cfg.batch_size if cfg.drop_last else n
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=cfg.precision == "bf16")
+    records: list[tuple[list[float], int, float]] = []
+    # Operations drawing from torch's global RNG (vmap's dropout, functional dropout in a
+    # custom forward) get a stream fixed by the group's seeds.
+    with seeded_torch(derive_seed(train_seed(seeds[0]), _VMAP_STREAM, m)):
+        for epoch in range(cfg.max_epochs):
+            start_time = time.perf_counter()
+            order = torch.stack([
+                epoch_indices(int(s), epoch, n, cfg.bootstrap) for s in seeds
+            ]).to(device)
+            total = torch.zeros(m, device=device)
+            n_batches = 0
+            for start in range(0, stop, cfg.batch_size):
+                idx = order[:, start : start + cfg.batch_size]
+                b = idx.shape[1]
+                xb = X.index_select(0, idx.reshape(-1)).view(m, b, *sample_shape)
+                if cfg.augment is not None:
+                    xb = torch.stack([cfg.augment(xb[k], aug_gens[k]) for k in range(m)])
+                yb = y[idx]
+                with autocast:
+                    out = stacked(xb)
+                losses = losses_of(out.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                optimizer.step()
+                total += losses.detach() * b
+                n_batches += 1
+            seen = max(stop, 1)
+            epoch_losses = (total / seen).tolist()
+            records.append((epoch_losses, n_batches, time.perf_counter() - start_time))
+            if progress is not None:
+                progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
+    stacked.write_members(modules)
+    _write_optimizer_state(stacked, optimizer, nets)
+    for k, net in enumerate(nets):
+        for epoch_losses, n_batches, duration in records:
+            net.history.new_epoch()
+            net.history.record("epoch", len(net.history))
+            net.history.record("train_loss", epoch_losses[k])
+            net.history.record("train_batch_count", n_batches)
+            net.history.record("dur", duration)
+    return form
+
+
+def fit_vectorized(
+    nets: Sequence[NeuralNet],
+    X: np.ndarray,
+    y: np.ndarray,
+    seeds: Sequence[int],
+    progress: Progress | None = None,
+    *,
+    max_members_per_pass: int | None = None,
+    augment: Augment | None = None,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
+) -> str:
+    """Train member nets together, in one batched pass per step.
+
+    Each member is initialised with :func:`initialize_member`, sees the batches
+    the sequential engine would give it (:func:`epoch_indices`, last partial batch
+    included), draws its dropout masks and augmentations from its own generators,
+    and ends with its trained parameters, buffers, optimizer state and a training
+    history in its own ``module_`` / ``optimizer_`` / ``history``.
+
+    Parameters
+    ----------
+    nets : sequence of skorch.NeuralNet
+        Configured, uninitialised member nets (see :func:`vectorization_blocker`).
+    X : ndarray of shape (n_samples, ...)
+        Training inputs, float32: feature vectors or (C, H, W) images.
+    y : ndarray of shape (n_samples,)
+        Encoded integer targets.
+    seeds : sequence of int
+        One seed per member.
+    progress : Progress, optional
+        Advanced by the number of members after each epoch.
+    max_members_per_pass : int, optional
+        Train at most this many members at once (``None``: all). On CUDA, a pass
+        that runs out of memory is retried with half as many members.
+    augment : callable, optional
+        ``augment(x_batch, generator) -> x_batch``, applied on the device to each
+        member's batch with the member's own generator.
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` runs forward passes under bfloat16 autocast.
+    channels_last : bool, optional
+        Channels-last layout for image inputs; ``None`` uses it for every image
+        input (grouped convolutions run faster channels-last on GPUs and CPUs alike).
+
+    Returns
+    -------
+    form : str
+        How the members were stacked (``"grouped"`` or the vmap fallback and why).
+    """
+    if not nets:
+        return "grouped"
+    for net, seed in zip(nets, seeds):
+        initialize_member(net, int(seed))
+    device = module_device(nets[0].module_)
+    batch_size, drop_last, bootstrap = _loader_config(nets[0], len(X))
+    if channels_last is None:
+        channels_last = X.ndim == 4
+    cfg = _Config(
+        max_epochs=int(nets[0].max_epochs),
+        batch_size=batch_size,
+        drop_last=drop_last,
+        bootstrap=bootstrap,
+        device=device,
+        augment=augment,
+        precision=precision,
+        channels_last=bool(channels_last) and X.ndim == 4,
+    )
+    Xd = torch.as_tensor(X).to(device)
+    yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+    size = len(nets) if max_members_per_pass is None else min(max_members_per_pass, len(nets))
+    forms = []
+    start = 0
+    while start < len(nets):
+        group = slice(start, start + size)
+        try:
+            forms.append(_train_group(nets[group], seeds[group], Xd, yd, cfg, progress))
+        except torch.cuda.OutOfMemoryError:
+            if device.type != "cuda" or size == 1:
+                raise
+            torch.cuda.empty_cache()
+            size = (size + 1) // 2
+            warnings.warn(
+                f"Out of GPU memory; training {size} members per pass instead.",
+                UserWarning,
+                stacklevel=2,
+            )
+            continue
+        start += size
+    n_passes = len(forms)
+    return f"{forms[0]}, {size} members per pass" + (f" ({n_passes} passes)" if n_passes > 1
+                                                       else "")
+
+
+def train_members(
+    nets: Sequence[NeuralNet],
+    X: np.ndarray,
+    y: np.ndarray,
+    seeds: Sequence[int],
+    progress: Progress | None = None,
+    *,
+    engine: str = "auto",
+    max_members_per_pass: int | None = None,
+    augment: Augment | None = None,
+    precision: str = "fp32",
+) -> EngineChoice:
+    """Train member nets with the requested engine, falling back where needed.
+
+    ``"auto"`` uses the vectorised engine when the members allow it and the
+    sequential engine otherwise; ``"vectorized"`` raises a ValueError when it is
+    not possible. This is the entry point estimators use.
+
+    Parameters
+    ----------
+    nets, X, y, seeds, progress
+        As in :func:`fit_vectorized`.
+    engine : {"auto", "sequential", "vectorized"}, default="auto"
+        The engine to use.
+    max_members_per_pass, augment, precision
+        As in :func:`fit_vectorized`; ``augment`` also applies to the sequential
+        engine (through :class:`AugmentCallback`), ``precision`` does not.
+
+    Returns
+    -------
+    choice : EngineChoice
+        The engine that ran and why.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
+    reason = "requested"
+    if engine != "sequential":
+        blocker = next((b for b in map(vectorization_blocker, nets) if b), None)
+        if blocker is None and nets:
+            for net, seed in zip(nets, seeds):
+                initialize_member(net, int(seed))
+            probe = [net.module_ for net in nets[: max_members_per_pass or len(nets)]]
+            try:
+                stack_members(probe, X.shape[1:])
+            except GroupingError as exc:
+                blocker = str(exc)
+        if blocker is None:
+            form = fit_vectorized(
+                nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
+                augment=augment, precision=precision,
+            )
+            if engine == "vectorized" and form.startswith("vmap"):
+                warnings.warn(f"The vectorised engine runs with {form}.", UserWarning,
+                              stacklevel=2)
+            return EngineChoice("vectorized", form)
+        if engine == "vectorized":
+            raise ValueError(
+                f"engine='vectorized' cannot train these members: {blocker}. "
+                "Use engine='sequential' (or 'auto', which falls back to it)."
+            )
+        reason = blocker
+    if augment is not None:
+        for net, seed in zip(nets, seeds):
+            net.callbacks = [*(net.callbacks or []),
+                             ("ensemblekit_augment", AugmentCallback(augment, int(seed)))]
+    fit_sequential(nets, X, y, seeds, progress)
+    return EngineChoice("sequential", reason)
+
+
+# ----------------------------------------------------------------- prediction
+def predict_member_logits(
+    modules: Sequence[nn.Module],
+    X: np.ndarray,
+    batch_size: int,
+    *,
+    max_members_per_pass: int | None = None,
+) -> np.ndarray:
+    """Logits of every member, all members in one grouped pass per chunk of rows.
+
+    Falls back to :func:`predict_logits_sequential` when the members cannot be
+    grouped (or there is a single member).
+
+    Parameters
+    ----------
+    modules : sequence of torch.nn.Module
+        The members, on one device; evaluated in eval mode.
+    X : ndarray of shape (n_samples, ...)
+        Inputs, float32.
+    batch_size : int
+        Rows per chunk.
+    max_members_per_pass : int, optional
+        Members evaluated at once (``None``: all).
+
+    Returns
+    -------
+    logits : ndarray of shape (n_members, n_samples, n_classes), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.models import MLP
+    >>> members = [MLP(4, 3), MLP(4, 3)]
+    >>> X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    >>> a = predict_member_logits(members, X, batch_size=4)
+    >>> b = predict_logits_sequential(members, X, batch_size=4)
+    >>> a.shape, bool(np.allclose(a, b, atol=1e-5))
+    ((2, 10, 3), True)
+    """
+    modules = list(modules)
+    devices = {module_device(mod) for mod in modules}
+    if len(modules) < 2 or len(devices) > 1 or X.ndim not in (2, 4) or len(X) == 0:
+        return predict_logits_sequential(modules, X, batch_size)
+    size = len(modules) if max_members_per_pass is None else max_members_per_pass
+    device = devices.pop()
+    parts = []
+    for first in range(0, len(modules), size):
+        group = modules[first : first + size]
+        try:
+            grouped, _ = stack_members(group, X.shape[1:], allow_vmap=False,
+                                       channels_last=X.ndim == 4)
+        except GroupingError:
+            parts.append(predict_logits_sequential(group, X, batch_size))
+            continue
+        grouped.eval()
+        for mod in group:
+            mod.eval()
+        out: np.ndarray | None = None
+        with torch.inference_mode():
+            for start in range(0, len(X), batch_size):
+                xb = torch.as_tensor(X[start : start + batch_size], device=device)
+                logits = grouped(xb.unsqueeze(0).expand(len(group), *xb.shape))
+                logits = logits.float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(group), len(X), logits.shape[2]), dtype=np.float32)
+                out[:, start : start + logits.shape[1]] = logits
+        assert out is not None
+        parts.append(out)
+    return np.concatenate(parts, axis=0)

@@ -1,0 +1,87 @@
+"""Stacked members evaluated with ``torch.func.vmap``: the fallback for ungroupable layers."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ._grouped import GroupingError
+
+__all__ = ["VmapNetwork"]
+
+
+class VmapNetwork(nn.Module):
+    """``M`` member networks with stacked parameters, evaluated through ``vmap``.
+
+    Slower than a :class:`~ensemblekit.engine.GroupedNetwork` (about half the
+    throughput of a grouped network in measurements) but it accepts any layer
+    that ``vmap`` supports. Networks with buffers (BatchNorm running statistics)
+    are refused: ``vmap`` cannot update them in place per member.
+
+    Parameters
+    ----------
+    modules : sequence of torch.nn.Module
+        The members (identical architectures). They are not modified.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> members = [nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)) for _ in range(3)]
+    >>> net = VmapNetwork(members)
+    >>> x = torch.randn(3, 6, 3)
+    >>> bool(torch.allclose(net(x)[2], members[2](x[2]), atol=1e-6))
+    True
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        super().__init__()
+        modules = list(modules)
+        buffers = [name for name, _ in modules[0].named_buffers()]
+        if buffers:
+            raise GroupingError(
+                f"vmap cannot update per-member buffers ({', '.join(buffers[:3])}...)"
+            )
+        params, _ = stack_module_state(modules)
+        self.n_members = len(modules)
+        self.names = list(params)
+        self.stacked = nn.ParameterList([nn.Parameter(params[k].detach().clone())
+                                         for k in self.names])
+        # The template is kept out of the module tree: its own weights are never used.
+        self._template = [copy.deepcopy(modules[0]).to("meta")]
+        self.train(modules[0].training)
+
+    def set_generators(self, generators: Sequence[torch.Generator] | None) -> None:
+        """Accepted for symmetry; ``vmap`` draws dropout masks from torch's global RNG."""
+
+    def named_member_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(member parameter name, stacked parameter)`` pairs."""
+        return list(zip(self.names, self.stacked))
+
+    def forward(self, x: Tensor) -> Tensor:
+        template = self._template[0]
+        template.train(self.training)
+
+        def one(params: dict[str, Tensor], xm: Tensor) -> Tensor:
+            return functional_call(template, params, (xm,))
+
+        params = dict(zip(self.names, self.stacked))
+        return vmap(one, randomness="different")(params, x)
+
+    @torch.no_grad()
+    def write_members(self, modules: Sequence[nn.Module]) -> None:
+        """Copy the stacked parameters back into each member, in place."""
+        for m, module in enumerate(modules):
+            own = dict(module.named_parameters())
+            for name, stacked in zip(self.names, self.stacked):
+                own[name].copy_(stacked[m])
+
+    def member_slice(self, tensor: Tensor, m: int, member_shape: torch.Size) -> Tensor:
+        """Member ``m``'s part of a stacked tensor (or a shared one)."""
+        if tensor.numel() == self.n_members * member_shape.numel():
+            return tensor.reshape(self.n_members, *member_shape)[m]
+        return tensor.reshape(member_shape)
