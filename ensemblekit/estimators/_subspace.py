@@ -16,6 +16,7 @@ from ..engine import (
     derive_seed,
     fit_sequential,
     predict_logits_sequential,
+    predict_member_logits,
 )
 from ..posteriors import (
     CheckpointCollector,
@@ -427,4 +428,5 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
 
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
-        return predict_logits_sequential(self.sample_networks_, X, self.predict_batch_size)
+        # All posterior samples are evaluated together, grouped like ensemble members.
+        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)

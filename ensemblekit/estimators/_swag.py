@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
-from ..engine import Progress, derive_seed, fit_sequential, predict_logits_sequential
+from ..engine import Progress, derive_seed, fit_sequential, predict_member_logits
 from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
 from ._validation import check_float, check_int, check_option
@@ -285,4 +285,5 @@ class SWAGClassifier(BaseNeuralClassifier):
 
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
-        return predict_logits_sequential(self.sample_networks_, X, self.predict_batch_size)
+        # All posterior samples are evaluated together, grouped like ensemble members.
+        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)
