@@ -15,6 +15,7 @@ from ._randomness import (
     epoch_indices,
     seeded_torch,
 )
+from ._schedule import LRScheduleCallback, StepSchedule
 from ._sequential import (
     ModuleCopy,
     fit_sequential,
@@ -48,10 +49,12 @@ __all__ = [
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
+    "LRScheduleCallback",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "StepSchedule",
     "VmapNetwork",
     "augment_seed",
     "check_grouped",

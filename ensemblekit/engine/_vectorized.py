@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
+from ._schedule import LRScheduleCallback, Schedule, scheduled_lr
 from ._sequential import (
     fit_sequential,
     initialize_member,
@@ -138,7 +139,7 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
     names = []
     for entry in net.callbacks or []:
         name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
-        if isinstance(cb, (ProgressCallback, AugmentCallback)):
+        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback)):
             continue
         names.append(str(name))
     return names
@@ -346,6 +347,7 @@ class _Config:
     augment: Augment | None
     precision: str
     channels_last: bool
+    lr_schedule: Schedule | None = None
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -384,11 +386,15 @@ def _train_group(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     # Operations drawing from torch's global RNG (vmap's dropout, functional dropout in a
     # custom forward) get a stream fixed by the group's seeds.
     with seeded_torch(derive_seed(train_seed(seeds[0]), _VMAP_STREAM, m)):
         for epoch in range(cfg.max_epochs):
             start_time = time.perf_counter()
+            if cfg.lr_schedule is not None:
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
             order = torch.stack([
                 epoch_indices(int(s), epoch, n, cfg.bootstrap) for s in seeds
             ]).to(device)
@@ -416,6 +422,10 @@ def _train_group(
                 progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
     stacked.write_members(modules)
     _write_optimizer_state(stacked, optimizer, nets)
+    for net in nets:
+        # The member optimizers end where the stacked one did (scheduled learning rates).
+        for own, stacked_group in zip(net.optimizer_.param_groups, optimizer.param_groups):
+            own["lr"] = stacked_group["lr"]
     for k, net in enumerate(nets):
         for epoch_losses, n_batches, duration in records:
             net.history.new_epoch()
@@ -437,6 +447,7 @@ def fit_vectorized(
     augment: Augment | None = None,
     precision: str = "fp32",
     channels_last: bool | None = None,
+    lr_schedule: Schedule | None = None,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -469,6 +480,9 @@ def fit_vectorized(
     channels_last : bool, optional
         Channels-last layout for image inputs; ``None`` uses it for every image
         input (grouped convolutions run faster channels-last on GPUs and CPUs alike).
+    lr_schedule : callable, optional
+        ``lr_schedule(epoch) -> multiplier`` of each parameter group's initial
+        learning rate, applied at the start of every epoch (zero-based).
 
     Returns
     -------
@@ -492,6 +506,7 @@ def fit_vectorized(
         augment=augment,
         precision=precision,
         channels_last=bool(channels_last) and X.ndim == 4,
+        lr_schedule=lr_schedule,
     )
     Xd = torch.as_tensor(X).to(device)
     yd = torch.as_tensor(y, dtype=torch.int64).to(device)
@@ -530,6 +545,7 @@ def train_members(
     max_members_per_pass: int | None = None,
     augment: Augment | None = None,
     precision: str = "fp32",
+    lr_schedule: Schedule | None = None,
 ) -> EngineChoice:
     """Train member nets with the requested engine, falling back where needed.
 
@@ -543,9 +559,10 @@ def train_members(
         As in :func:`fit_vectorized`.
     engine : {"auto", "sequential", "vectorized"}, default="auto"
         The engine to use.
-    max_members_per_pass, augment, precision
-        As in :func:`fit_vectorized`; ``augment`` also applies to the sequential
-        engine (through :class:`AugmentCallback`), ``precision`` does not.
+    max_members_per_pass, augment, precision, lr_schedule
+        As in :func:`fit_vectorized`; ``augment`` and ``lr_schedule`` also apply to
+        the sequential engine (through :class:`AugmentCallback` and
+        :class:`LRScheduleCallback`), ``precision`` does not.
 
     Returns
     -------
@@ -568,7 +585,7 @@ def train_members(
         if blocker is None:
             form = fit_vectorized(
                 nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
-                augment=augment, precision=precision,
+                augment=augment, precision=precision, lr_schedule=lr_schedule,
             )
             if engine == "vectorized" and form.startswith("vmap"):
                 warnings.warn(f"The vectorised engine runs with {form}.", UserWarning,
@@ -584,6 +601,10 @@ def train_members(
         for net, seed in zip(nets, seeds):
             net.callbacks = [*(net.callbacks or []),
                              ("ensemblekit_augment", AugmentCallback(augment, int(seed)))]
+    if lr_schedule is not None:
+        for net in nets:
+            net.callbacks = [*(net.callbacks or []),
+                             ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
     fit_sequential(nets, X, y, seeds, progress)
     return EngineChoice("sequential", reason)
 

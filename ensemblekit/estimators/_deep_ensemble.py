@@ -71,6 +71,11 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         applied to each member's batch (on the training device in the vectorised
         engine), with draws from a generator seeded by the member's seed; for
         example :func:`ensemblekit.datasets.random_crop_flip`.
+    lr_schedule : callable or None, default=None
+        ``lr_schedule(epoch) -> multiplier`` of the learning rate at each (zero-based)
+        epoch, applied identically by both engines; for example
+        :class:`ensemblekit.engine.StepSchedule` ``(step_size=10, gamma=0.5)`` halves
+        it every 10 epochs. It must be picklable for the estimator to be.
     precision : {"fp32", "bf16"}, default="fp32"
         Vectorised engine: ``"bf16"`` trains under bfloat16 autocast (fast on
         recent GPUs). Parameters, optimizer and prediction stay in float32. The
@@ -147,6 +152,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         engine: str = "auto",
         max_members_per_pass: int | None = None,
         augment: Any = None,
+        lr_schedule: Any = None,
         precision: str = "fp32",
         bootstrap: bool = False,
         warm_start: bool = False,
@@ -167,6 +173,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         self.engine = engine
         self.max_members_per_pass = max_members_per_pass
         self.augment = augment
+        self.lr_schedule = lr_schedule
         self.precision = precision
         self.bootstrap = bootstrap
         self.warm_start = warm_start
@@ -186,6 +193,11 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
             raise ValueError(
                 "augment must be None or a callable (x_batch, generator) -> x_batch, "
                 f"got {self.augment!r}."
+            )
+        if self.lr_schedule is not None and not callable(self.lr_schedule):
+            raise ValueError(
+                "lr_schedule must be None or a callable epoch -> learning-rate multiplier, "
+                f"got {self.lr_schedule!r}."
             )
 
     def _n_members(self) -> int:
@@ -207,6 +219,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
             engine=self.engine,
             max_members_per_pass=self.max_members_per_pass,
             augment=self.augment,
+            lr_schedule=self.lr_schedule,
             precision=self.precision,
         )
         if choice.engine == "sequential" and self.precision != "fp32":
