@@ -155,6 +155,7 @@ def main() -> None:
         for pred, acc in zip(test_member.argmax(axis=2)[1:], member_acc[1:])
     ]
     val_member = clf.predict_member_proba(X_val)
+    clean["validation_member_accuracy"] = (val_member.argmax(axis=2) == y_val).mean(axis=1).tolist()
     clean["validation_pairwise_disagreement"] = pairwise_disagreement(val_member).tolist()
     cosine = weight_cosine_similarity_matrix([net.module_ for net in clf.estimators_])
     clean["weight_cosine"] = np.asarray(cosine).tolist()
@@ -215,12 +216,16 @@ def render(result: dict, sizes: list[int], members: int) -> str:
         f"Brier {members}-ens (paper 5) | JS (paper) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    paper = result["paper"]
+    # Integer keys become strings in JSON: accept both, so saved results re-render.
+    paper = {
+        key: ({int(k): v for k, v in value.items()} if isinstance(value, dict) else value)
+        for key, value in result["paper"].items()
+    }
     for sev in range(6):
         row = shift[sev] if sev in shift else shift[str(sev)]
         acc, brier = row["accuracy"], row["brier"]
 
-        def cell(d: dict, k: int, ref: list[float]) -> str:
+        def cell(d: dict, k: int, ref: list[float], sev: int = sev) -> str:
             value = d.get(k, d.get(str(k)))
             return "—" if value is None else f"{value:.3f} ({ref[sev]:.3f})"
 
@@ -240,7 +245,7 @@ def render(result: dict, sizes: list[int], members: int) -> str:
         "",
         f"- member accuracy: {np.mean(clean['member_accuracy']):.4f} "
         f"(min {np.min(clean['member_accuracy']):.4f}, max {np.max(clean['member_accuracy']):.4f})",
-        f"- ensemble NLL by size: " + ", ".join(
+        "- ensemble NLL by size: " + ", ".join(
             f"{k}: {clean['nll'].get(k, clean['nll'].get(str(k))):.4f}" for k in sizes),
         f"- ECE (15 equal-width bins, top label) of the {members}-ensemble: "
         f"{clean['ece_15_uniform']:.4f}",
