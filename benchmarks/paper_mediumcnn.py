@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
-                        help="2,000 training images, 2 epochs, 2 members, 3 corruptions")
+                        help="smoke run: 1,000 training and 500 test images, 1 epoch, "
+                        "2 members, 2 corruptions on 50 images")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
@@ -114,9 +115,10 @@ def main() -> None:
     corruptions = list(CORRUPTIONS)
     members, epochs, n_shift = args.members, args.epochs, args.shift_images
     if args.quick:
-        X_train, y_train = X_train[:2000], y_train[:2000]
-        members, epochs, n_shift = min(members, 2), min(epochs, 2), min(n_shift, 100)
-        corruptions = corruptions[:3]
+        X_train, y_train = X_train[:1000], y_train[:1000]
+        X_test, y_test = X_test[:500], y_test[:500]
+        members, epochs, n_shift = min(members, 2), 1, min(n_shift, 50)
+        corruptions = corruptions[:2]
     workers = args.workers or max(1, min(len(corruptions) * 5, (torch.get_num_threads())))
 
     print(f"corrupting {n_shift} test images: {len(corruptions)} corruptions x 5 severities",
