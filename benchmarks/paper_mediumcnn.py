@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import pickle
 import platform
 import sys
 import time
@@ -104,6 +105,8 @@ def main() -> None:
                         help="smoke run: 1,000 training and 500 test images, 1 epoch, "
                         "2 members, 2 corruptions on 50 images")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--model-cache", default=None,
+                        help="folder where the fitted ensemble is saved and reused on rerun")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -133,15 +136,29 @@ def main() -> None:
         precision=args.precision, device=args.device, random_state=args.seed, verbose=1,
         predict_batch_size=2000,
     )
-    print(f"training {members} MediumCNN members for {epochs} epochs on {len(X_train)} "
-          f"images", flush=True)
-    t = time.perf_counter()
-    clf.fit(X_train, y_train)
-    if clf.device_.startswith("cuda"):
-        torch.cuda.synchronize()
-    fit_seconds = time.perf_counter() - t
-    print(f"fit: {fit_seconds:.1f} s with the {clf.engine_} engine ({clf.engine_reason_})",
-          flush=True)
+    # A finished fit is kept on disk, so a run that fails later (evaluation, shift)
+    # resumes from the trained members instead of training them again.
+    cache = None
+    if args.model_cache:
+        key = f"{members}m_{epochs}e_{len(X_train)}n_{args.precision}_s{args.seed}"
+        cache = Path(args.model_cache) / f"mediumcnn_{key}.pkl"
+    fit_seconds: float | None = None  # unknown when the members come from the cache
+    if cache is not None and cache.is_file():
+        clf = pickle.loads(cache.read_bytes())
+        print(f"loaded the fitted members from {cache}", flush=True)
+    else:
+        print(f"training {members} MediumCNN members for {epochs} epochs on {len(X_train)} "
+              f"images", flush=True)
+        t = time.perf_counter()
+        clf.fit(X_train, y_train)
+        if clf.device_.startswith("cuda"):
+            torch.cuda.synchronize()
+        fit_seconds = time.perf_counter() - t
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(pickle.dumps(clf))
+        print(f"fit: {fit_seconds:.1f} s with the {clf.engine_} engine "
+              f"({clf.engine_reason_})", flush=True)
 
     sizes = sorted({1, 2, members} | set(range(1, members + 1)))
     test_member = clf.predict_member_proba(X_test)
@@ -196,6 +213,11 @@ def main() -> None:
     print((out / f"{stem}.md").read_text())
 
 
+def _seconds(value: float | None) -> str:
+    return "time not measured (members loaded from the cache)" if value is None \
+        else f"{value:.0f} s"
+
+
 def render(result: dict, sizes: list[int], members: int) -> str:
     cfg, env, clean, shift = (result["config"], result["environment"], result["clean"],
                               result["shift"])
@@ -204,7 +226,7 @@ def render(result: dict, sizes: list[int], members: int) -> str:
         "",
         f"{env['device']}, torch {env['torch']}, Python {env['python']}. {cfg['members']} "
         f"members x {cfg['epochs']} epochs on {cfg['train_images']} images, "
-        f"{cfg['precision']}, engine {cfg['engine']}; fit {result['seconds']['fit']:.0f} s. "
+        f"{cfg['precision']}, engine {cfg['engine']}; fit {_seconds(result['seconds']['fit'])}. "
         f"Shift: {len(cfg['corruptions'])} corruptions x severities 1-5 on the first "
         f"{cfg['shift_images']} test images (intensity 0 is the full clean test set).",
         "",

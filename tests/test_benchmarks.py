@@ -49,10 +49,17 @@ def _write_fake_cifar10(home: Path, rng: np.random.Generator) -> None:
 
 def test_paper_script_quick(tmp_path):
     _write_fake_cifar10(tmp_path / "data", np.random.default_rng(0))
-    _run("paper_mediumcnn.py", "--quick", "--precision", "fp32", "--device", "cpu",
-         "--workers", "2", "--data-home", str(tmp_path / "data"), "--out", str(tmp_path))
+    args = ["--quick", "--precision", "fp32", "--device", "cpu", "--workers", "2",
+            "--data-home", str(tmp_path / "data"), "--out", str(tmp_path),
+            "--model-cache", str(tmp_path / "models")]
+    _run("paper_mediumcnn.py", *args)
     (result,) = tmp_path.glob("paper_mediumcnn_quick_*.json")
     data = json.loads(result.read_text())
+    assert len(list((tmp_path / "models").glob("*.pkl"))) == 1
+    # A rerun resumes from the saved members and reproduces the same evaluation.
+    _run("paper_mediumcnn.py", *args)
+    again = json.loads(result.read_text())
+    assert again["clean"] == data["clean"]
     assert data["config"]["members"] == 2
     assert set(data["shift"]) == {str(s) for s in range(6)}
     assert 0.0 <= data["clean"]["accuracy"]["1"] <= 1.0
