@@ -19,7 +19,8 @@ RTOL = 1e-4
 
 def _fit_both(X, y, **params):
     return [
-        DeepEnsembleClassifier(engine=engine, random_state=0, **params).fit(X, y)
+        DeepEnsembleClassifier(engine=engine, random_state=0, device="cpu",
+                               **params).fit(X, y)
         for engine in ("sequential", "vectorized")
     ]
 
@@ -33,7 +34,7 @@ def _assert_same_members(seq, vec, X):
         assert state_a.keys() == state_b.keys()
         for key in state_a:
             np.testing.assert_allclose(
-                state_b[key].float().numpy(), state_a[key].float().numpy(),
+                state_b[key].float().cpu().numpy(), state_a[key].float().cpu().numpy(),
                 rtol=RTOL, atol=ATOL, err_msg=key,
             )
         np.testing.assert_allclose(
@@ -103,7 +104,7 @@ def test_dropout_masks_depend_on_the_member_seed_only(images):
     X, y = images
     params = dict(module=SmallCNN, module__channels=(4, 8), module__dropout=0.3,
                   n_estimators=3, max_epochs=2, batch_size=16, engine="vectorized",
-                  random_state=5)
+                  random_state=5, device="cpu")
     together = DeepEnsembleClassifier(**params).fit(X, y)
     alone = DeepEnsembleClassifier(max_members_per_pass=1, **params).fit(X, y)
     np.testing.assert_allclose(

@@ -22,7 +22,7 @@ def fitted(images):
     X, y = images
     return DeepEnsembleClassifier(
         ResidualBNNet, n_estimators=3, max_epochs=2, batch_size=16, engine="vectorized",
-        random_state=0,
+        random_state=0, device="cpu",
     ).fit(X, y)
 
 

@@ -11,7 +11,7 @@ from _posterior_helpers import BNNet, NoDropoutNet
 
 from ensemblekit import DropoutClassifier
 
-TINY = dict(max_epochs=6, lr=1e-2, batch_size=32, random_state=0)
+TINY = dict(max_epochs=6, lr=1e-2, batch_size=32, random_state=0, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from _posterior_helpers import Recorder, recorder
 
 from ensemblekit import SubspaceSamplingClassifier
 
-TINY = dict(max_epochs=6, lr=1e-2, batch_size=32, random_state=0,
+TINY = dict(max_epochs=6, lr=1e-2, batch_size=32, random_state=0, device="cpu",
             module__hidden_layer_sizes=(8,))
 
 

@@ -12,7 +12,7 @@ from sklearn.base import clone
 
 from ensemblekit import SWAGClassifier
 
-TINY = dict(max_epochs=8, lr=1e-2, batch_size=32, random_state=0,
+TINY = dict(max_epochs=8, lr=1e-2, batch_size=32, random_state=0, device="cpu",
             module__hidden_layer_sizes=(8,))
 
 
@@ -96,7 +96,8 @@ def test_methods_and_multiswag(iris, method, n_members):
 def test_every_sample_gets_its_own_batchnorm_statistics(iris):
     X, y = iris
     clf = SWAGClassifier(module=BNNet, n_samples=3, swa_start=4, max_epochs=8, lr=1e-2,
-                         batch_size=32, random_state=0, bn_update_size=None).fit(X, y)
+                         batch_size=32, random_state=0, bn_update_size=None,
+                         device="cpu").fit(X, y)
     means = []
     for network in clf.sample_networks_:
         layers = network.layers
