@@ -448,6 +448,7 @@ def fit_vectorized(
     precision: str = "fp32",
     channels_last: bool | None = None,
     lr_schedule: Schedule | None = None,
+    initialize: bool = True,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -483,6 +484,9 @@ def fit_vectorized(
     lr_schedule : callable, optional
         ``lr_schedule(epoch) -> multiplier`` of each parameter group's initial
         learning rate, applied at the start of every epoch (zero-based).
+    initialize : bool, default=True
+        Build each member from its seed first; ``False`` when the caller already
+        did so with :func:`initialize_member`.
 
     Returns
     -------
@@ -491,8 +495,9 @@ def fit_vectorized(
     """
     if not nets:
         return "grouped"
-    for net, seed in zip(nets, seeds):
-        initialize_member(net, int(seed))
+    if initialize:
+        for net, seed in zip(nets, seeds):
+            initialize_member(net, int(seed))
     device = module_device(nets[0].module_)
     batch_size, drop_last, bootstrap = _loader_config(nets[0], len(X))
     if channels_last is None:
@@ -586,6 +591,7 @@ def train_members(
             form = fit_vectorized(
                 nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
                 augment=augment, precision=precision, lr_schedule=lr_schedule,
+                initialize=False,  # the members were built from their seeds for the probe
             )
             if engine == "vectorized" and form.startswith("vmap"):
                 warnings.warn(f"The vectorised engine runs with {form}.", UserWarning,
