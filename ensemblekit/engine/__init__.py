@@ -6,6 +6,7 @@ Every engine draws a member's initial weights, data order and dropout masks from
 the member's seed alone, so engines are interchangeable.
 """
 
+from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
@@ -46,6 +47,8 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "AugmentCallback",
+    "CheckpointCallback",
+    "CheckpointStore",
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
@@ -70,6 +73,7 @@ __all__ = [
     "predict_logits_sequential",
     "predict_member_logits",
     "reset_module_parameters",
+    "resolve_checkpoint_epochs",
     "seeded_torch",
     "stack_members",
     "train_members",
