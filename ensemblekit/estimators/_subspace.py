@@ -197,6 +197,11 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         parameters.
     checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
         Zero-based epochs of the checkpoints.
+    output_kind_ : {"logits", "proba", "log_proba"}
+        What the module returns, found at ``fit`` from the criterion and the
+        module's outputs on a few training rows (skorch's conventions:
+        ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
+        log-probabilities); predictions turn them into probabilities.
 
     Notes
     -----
