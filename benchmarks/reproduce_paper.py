@@ -785,10 +785,12 @@ def run_plane(r: Recipe, data: Bunch, base: dict, traj: dict) -> dict[str, Any]:
         out["methods"][method] = {"accuracy": acc.tolist(), "normalized_diversity": nd.tolist()}
     acc, nd = point(traj["test_final"][1:])
     out["runs"] = {"accuracy": acc.tolist(), "normalized_diversity": nd.tolist()}
-    grid = np.linspace(1.0 / data.n_classes, ref_acc, 60)
-    lower, upper = diversity_accuracy_limits(grid, ref_acc, data.n_classes)
-    out["limits"] = {"accuracy": grid.tolist(), "lower": np.asarray(lower).tolist(),
-                     "upper": np.asarray(upper).tolist()}
+    out["limits"] = {"accuracy": [], "lower": [], "upper": []}
+    if ref_acc > 1.0 / data.n_classes:  # the curves need a baseline better than chance
+        grid = np.linspace(1.0 / data.n_classes, ref_acc, 60)
+        lower, upper = diversity_accuracy_limits(grid, ref_acc, data.n_classes)
+        out["limits"] = {"accuracy": grid.tolist(), "lower": np.asarray(lower).tolist(),
+                         "upper": np.asarray(upper).tolist()}
     return out
 
 
@@ -871,10 +873,9 @@ def run_shift(r: Recipe, data: Bunch, base: dict, cache: Cache, cifar10c: str | 
         return shift_metrics(groups, y, r.n_runs)
 
     names = list(r.corruptions)
-    if cifar10c:
-        names = [n for n in names if n != "frost"] + ["frost"] if "frost" not in names \
-            else names
-    elif "frost" in names:
+    if cifar10c and tuple(names) == tuple(CORRUPTIONS):
+        names.append("frost")  # the published arrays hold all 19
+    elif not cifar10c and "frost" in names:
         names.remove("frost")
     results: dict[str, Any] = {"clean": evaluate(data.X_test, data.y_test), "rows": {}}
     done = {}
@@ -1264,7 +1265,7 @@ def summarise(r: Recipe, data: Bunch, res: dict[str, Any], record: dict[str, Any
         "random_subspace_acceptance": {
             m: float(np.mean([np.mean(x["accepted"]) for x in sub["info"][m]]))
             for m in ("random", "pca_random")},
-        "diversity_plane": plane,
+        "diversity_plane": {k: v for k, v in plane.items() if not k.startswith("_")},
         "shift": {"clean": res["shift"]["clean"], "rows": res["shift"]["rows"],
                   "corruptions": res["shift"]["corruptions"], "source": res["shift"]["source"],
                   "by_intensity": shift_by_intensity(res["shift"], r.n_runs)},
@@ -1419,7 +1420,8 @@ def figure_plane(r: Recipe, plane: dict[str, Any], path: Path) -> None:
                edgecolor="k", zorder=5, label="baseline (run 0)")
     ax.set_xlabel("Test accuracy")
     ax.set_ylabel("Fraction of labels changed / (1 - accuracy)")
-    ax.set_ylim(-0.05, max(1.3, float(np.nanmax(lim["upper"][-5:])) * 0.8))
+    top = float(np.nanmax(lim["upper"][-5:])) * 0.8 if lim["upper"] else 1.3
+    ax.set_ylim(-0.05, max(1.3, top))
     ax.legend(fontsize=7)
     ax.set_title(f"{r.model} on {r.dataset}: diversity vs accuracy")
     fig.tight_layout()
