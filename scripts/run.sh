@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Set up a local virtual environment (idempotent) and run one job in it.
+#   bash scripts/run.sh reproduce the paper reproduction, quick preset (the main job; the
+#                                 default): report in reproduction/report.md; extra
+#                                 arguments go to benchmarks/reproduce_paper.py
 #   bash scripts/run.sh example   the quick-start example
 #   bash scripts/run.sh test      the test suite
 #   bash scripts/run.sh setup     only the set-up
@@ -7,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-job="${1:-example}"
+job="${1:-reproduce}"
+shift || true
 venv="${VENV:-.venv}"
 torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 
@@ -21,7 +25,8 @@ py="$venv/bin/python"
 
 case "$job" in
     setup) ;;
+    reproduce) "$py" benchmarks/reproduce_paper.py --out reproduction "$@" ;;
     example) "$py" examples/quickstart.py ;;
     test) "$py" -m pytest -q ;;
-    *) echo "unknown job '$job': use example, test or setup" >&2; exit 2 ;;
+    *) echo "unknown job '$job': use reproduce, example, test or setup" >&2; exit 2 ;;
 esac
