@@ -777,7 +777,8 @@ def run_plane(r: Recipe, data: Bunch, base: dict, traj: dict) -> dict[str, Any]:
         dis = (proba.argmax(axis=-1) != ref).mean(axis=-1)
         return acc, dis / np.maximum(1 - acc, 1e-12)
 
-    out: dict[str, Any] = {"reference_accuracy": ref_acc, "methods": {}}
+    out: dict[str, Any] = {"reference_accuracy": ref_acc, "n_classes": data.n_classes,
+                           "methods": {}}
     for method in tqdm(METHODS_B, desc="diversity plane (configuration B)"):
         gen = _generator(r, 3, METHODS_B.index(method))
         thetas, _ = subspace_thetas(method, r, base, data, 0, r.b_samples, "B", gen)
@@ -1323,30 +1324,23 @@ def _plt() -> Any:
 
 
 def figure_similarity(r: Recipe, res: dict[str, Any], path: Path) -> None:
+    from ensemblekit.plotting import SimilarityMatrixDisplay
+
     plt = _plt()
     traj = res["trajectory"]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
     K = traj["within_cosine"].shape[-1]
-    panels = [
-        (traj["all_cosine"], f"weight cosine, {r.n_trajectories} trajectories x {K} epochs",
-         "bwr", (-1, 1)),
-        (traj["all_disagreement"], "disagreement (validation), same checkpoints", "viridis",
-         (0, None)),
-        (traj["across_cosine"], f"weight cosine, {r.n_runs} final solutions", "bwr", (-1, 1)),
-        (traj["across_disagreement"], "disagreement (validation), final solutions", "viridis",
-         (0, None)),
-    ]
-    for ax, (matrix, title, cmap, (lo, hi)) in zip(axes, panels):
-        im = ax.imshow(matrix, cmap=cmap, origin="lower", vmin=lo, vmax=hi)
-        ax.set_title(title, fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    for ax in axes[:2]:
-        for b in range(1, r.n_trajectories):
-            ax.axhline(b * K - 0.5, color="k", lw=0.5)
-            ax.axvline(b * K - 0.5, color="k", lw=0.5)
-        ax.set_xlabel("checkpoint (trajectory-major)")
-    for ax in axes[2:]:
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9))
+    SimilarityMatrixDisplay(traj["all_cosine"], traj["all_disagreement"],
+                            member=np.repeat(np.arange(r.n_trajectories), K)).plot(ax=axes[0])
+    SimilarityMatrixDisplay(traj["across_cosine"], traj["across_disagreement"]).plot(ax=axes[1])
+    axes[0, 0].set_title(f"weight cosine: {r.n_trajectories} trajectories x {K} epochs",
+                         fontsize=10)
+    axes[0, 1].set_title("disagreement (validation): same checkpoints", fontsize=10)
+    axes[1, 0].set_title(f"weight cosine: {r.n_runs} final solutions", fontsize=10)
+    axes[1, 1].set_title("disagreement (validation): final solutions", fontsize=10)
+    for ax in axes[1]:
         ax.set_xlabel("run")
+        ax.set_ylabel("run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1377,52 +1371,38 @@ def tsne_embeddings(r: Recipe, res: dict[str, Any]) -> dict[str, Any]:
 
 
 def figure_tsne(r: Recipe, emb: dict[str, Any], path: Path) -> None:
+    from ensemblekit.plotting import FunctionSpaceDisplay
+
     plt = _plt()
     titles = {"random": "Runs & random subspaces", "dropout": "Runs & dropout subspaces",
               "diag_gaus": "Runs & diagonal normal subspaces",
               "pca_gaus": "Runs & low-rank normal subspaces"}
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
-    colors = plt.cm.tab10.colors
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
     for ax, method in zip(axes, METHODS_TSNE):
         e = emb[method]
-        for t, line in enumerate(e["trajectories"]):
-            ax.plot(line[:, 0], line[:, 1], "o-", ms=3, lw=0.7, color=colors[t],
-                    label=f"trajectory {t}")
-            ax.plot(line[0, 0], line[0, 1], "*", ms=13, color=colors[t], mec="k")
-            s = e["samples"][t]
-            ax.plot(s[:, 0], s[:, 1], "s", ms=4, color=colors[t], alpha=0.55, mec="k",
-                    mew=0.3, label=f"subspace {t}")
+        samples = {f"samples around run {t}": s for t, s in enumerate(e["samples"])}
+        FunctionSpaceDisplay(e["trajectories"], samples).plot(ax=ax)
         ax.set_title(titles[method], fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def figure_plane(r: Recipe, plane: dict[str, Any], path: Path) -> None:
+    from ensemblekit.plotting import DiversityAccuracyDisplay
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    markers = {"random": "o", "dropout": "^", "diag_gaus": "s", "pca_gaus": "D"}
     names = {"random": "random subspace", "dropout": "dropout subspace",
              "diag_gaus": "diagonal gaussian", "pca_gaus": f"rank {r.rank} gaussian"}
-    for method in METHODS_B:
-        m = plane["methods"][method]
-        ax.scatter(m["accuracy"], m["normalized_diversity"], s=14, marker=markers[method],
-                   alpha=0.7, label=names[method])
-    lim = plane["limits"]
-    ax.plot(lim["accuracy"], lim["lower"], "k--", lw=1, label="lower limit")
-    ax.plot(lim["accuracy"], lim["upper"], "k:", lw=1, label="upper limit")
-    ax.scatter(plane["runs"]["accuracy"], plane["runs"]["normalized_diversity"], marker="*",
-               s=220, color="red", edgecolor="k", zorder=5, label="independent optima")
-    ax.scatter([plane["reference_accuracy"]], [0.0], marker="*", s=220, color="green",
-               edgecolor="k", zorder=5, label="baseline (run 0)")
-    ax.set_xlabel("Test accuracy")
-    ax.set_ylabel("Fraction of labels changed / (1 - accuracy)")
-    top = float(np.nanmax(lim["upper"][-5:])) * 0.8 if lim["upper"] else 1.3
-    ax.set_ylim(-0.05, max(1.3, top))
-    ax.legend(fontsize=7)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    DiversityAccuracyDisplay(
+        {names[m]: plane["methods"][m]["accuracy"] for m in METHODS_B},
+        {names[m]: plane["methods"][m]["normalized_diversity"] for m in METHODS_B},
+        plane["reference_accuracy"], int(plane.get("n_classes", 10)),
+        independent_accuracy=plane["runs"]["accuracy"],
+        independent_diversity=plane["runs"]["normalized_diversity"],
+    ).plot(ax=ax)
+    ax.set_xlabel("test accuracy")
     ax.set_title(f"{r.model} on {r.dataset}: diversity vs accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -1430,48 +1410,58 @@ def figure_plane(r: Recipe, plane: dict[str, Any], path: Path) -> None:
 
 
 def figure_ensemble_size(r: Recipe, sub: dict[str, Any], path: Path) -> None:
+    from ensemblekit.metrics import EnsembleSizeCurve
+    from ensemblekit.plotting import EnsembleSizeDisplay
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
     sizes = np.arange(1, r.n_runs + 1)
-    for ax, (key, title) in zip(axes, (("accuracy", "accuracy"), ("brier", "Brier score"),
-                                       ("nll", "NLL"), ("ece", "ECE (15 bins)"))):
-        for method in METHODS_A:
-            c = sub["curves"][method]
-            ax.errorbar(sizes, c[key], yerr=c[key + "_std"], marker="o", ms=4, capsize=2,
-                        label=LABELS[method] + (" + ensembling" if method != "original"
-                                                else " (deep ensemble)"))
-        ax.set_xlabel("ensemble size (independent runs)")
-        ax.set_title(f"test {title}")
+    n_subsets = np.array([math.comb(r.n_runs, k) for k in sizes])
+    for ax, (key, metric) in zip(axes, (("accuracy", "accuracy"), ("brier", "brier_score"),
+                                        ("nll", "negative_log_likelihood"),
+                                        ("ece", "expected_calibration_error"))):
+        curves = {
+            LABELS[m] + ("" if m == "original" else " + ens."): EnsembleSizeCurve(
+                sizes, np.asarray(sub["curves"][m][key]),
+                np.asarray(sub["curves"][m][key + "_std"]), n_subsets)
+            for m in METHODS_A}
+        EnsembleSizeDisplay(curves, metric).plot(ax=ax)
         ax.set_xticks(sizes)
-    axes[0].legend(fontsize=7)
+        ax.set_xlabel("ensemble size (independent runs)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def figure_shift(r: Recipe, by_intensity: dict[Any, Any], path: Path) -> None:
+def figure_shift(r: Recipe, shift: dict[str, Any], path: Path) -> None:
+    from ensemblekit.plotting import ShiftDisplay
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    sev = np.arange(6)
-    rows = [by_intensity[s] for s in range(6)]
     M = r.n_runs
-    for k, style in ((1, "o-"), (2, "s-"), (M, "D-")):
-        label = "single" if k == 1 else f"{k}-ensemble"
-        axes[0].plot(sev, [row["accuracy"][k] for row in rows], style, label=f"Original {label}")
-        axes[1].plot(sev, [row["brier"][k] for row in rows], style, label=f"Original {label}")
-    for method in rows[0]["single_mode"]:
-        axes[0].plot(sev, [row["single_mode"][method]["accuracy"] for row in rows], "--",
-                     lw=1, label=f"{LABELS[method]} (run 0, single mode)")
-        axes[1].plot(sev, [row["brier"] if False else row["single_mode"][method]["brier"]
-                           for row in rows], "--", lw=1, label=f"{LABELS[method]} (run 0)")
-    for method in rows[0]["js"]:
-        axes[2].plot(sev, [row["js"][method] for row in rows], "o-", ms=4,
-                     label=LABELS.get(method, method))
-    for ax, title in zip(axes, ("accuracy", "Brier score", "JS diversity")):
-        ax.set_xlabel("shift intensity (0 = clean)")
-        ax.set_title(title)
-    axes[0].legend(fontsize=6)
-    axes[2].legend(fontsize=7)
+    clean, rows, names = shift["clean"], shift["rows"], shift["corruptions"]
+
+    def per_level(get: Callable[[dict], float]) -> dict[int, np.ndarray]:
+        out = {0: np.array([get(clean)])}
+        for sev in range(1, 6):
+            out[sev] = np.array([get(rows[c][sev]) for c in names])
+        return out
+
+    acc: dict[str, Any] = {"Original single": per_level(lambda p: p["accuracy"][1]),
+                           f"Original {M}-ensemble": per_level(lambda p: p["accuracy"][M])}
+    brier: dict[str, Any] = {"Original single": per_level(lambda p: p["brier"][1]),
+                             f"Original {M}-ensemble": per_level(lambda p: p["brier"][M])}
+    for m in clean["single_mode"]:
+        acc[f"{LABELS[m]} (run 0)"] = per_level(
+            lambda p, m=m: p["single_mode"][m]["accuracy"])
+        brier[f"{LABELS[m]} (run 0)"] = per_level(lambda p, m=m: p["single_mode"][m]["brier"])
+    jsd = {LABELS.get(m, m): per_level(lambda p, m=m: p["js"][m]) for m in clean["js"]}
+    fig, axes = plt.subplots(1, 3, figsize=(21, 5))
+    ShiftDisplay(acc, "accuracy").plot(ax=axes[0])
+    ShiftDisplay(brier, "brier_score").plot(ax=axes[1])
+    ShiftDisplay(jsd, "JS diversity (nats)").plot(ax=axes[2])
+    for ax in axes:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1480,32 +1470,18 @@ def figure_shift(r: Recipe, by_intensity: dict[Any, Any], path: Path) -> None:
 def figure_landscape(r: Recipe, land: dict[str, Any], path: Path) -> bool:
     if "skipped" in land:
         return False
+    from ensemblekit.plotting import LossLandscapeDisplay
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
-    plane = land["plane"]
-    im = axes[0].contourf(plane["xx"], plane["yy"], plane["accuracy"], levels=20,
-                          cmap="viridis")
-    fig.colorbar(im, ax=axes[0], label="test accuracy")
-    anchors = np.asarray(plane["anchor_coords"])
-    axes[0].plot(anchors[:, 0], anchors[:, 1], "r*", ms=14, mec="k")
-    for i, (x, y) in enumerate(anchors):
-        axes[0].annotate(f"run {i}", (x, y), textcoords="offset points", xytext=(6, 6))
-    axes[0].set_title("plane through runs 0, 1, 2 (weight-space distances)")
-    for key, style in (("linear", "--"), ("bezier", "-")):
-        p = land[key]
-        axes[1].plot(p["t"], p["loss"], style, color="C0", label=f"{key}: test loss")
-        axes[1].plot(p["t"], 1 - np.asarray(p["accuracy"]), style, color="C1",
-                     label=f"{key}: test error")
-        axes[2].plot(p["t"], p["disagreement_start"], style, color="C2",
-                     label=f"{key}: vs run 0")
-        axes[2].plot(p["t"], p["disagreement_end"], style, color="C3",
-                     label=f"{key}: vs run 1")
-    axes[1].set_xlabel("t (run 0 -> run 1)")
-    axes[1].set_title("loss and error along the paths")
-    axes[1].legend(fontsize=7)
-    axes[2].set_xlabel("t (run 0 -> run 1)")
-    axes[2].set_title("disagreement with the end points")
-    axes[2].legend(fontsize=7)
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.6))
+    LossLandscapeDisplay(land["plane"], "plane").plot(ax=axes[0], metric="accuracy")
+    axes[0].set_title("test accuracy on the plane through runs 0, 1, 2")
+    LossLandscapeDisplay(land["plane"], "plane").plot(ax=axes[1], metric="loss")
+    axes[1].set_title("test loss on the same plane")
+    LossLandscapeDisplay(land["linear"], "path", label="linear").plot(ax=axes[2:])
+    LossLandscapeDisplay(land["bezier"], "path", label="Bezier (trained)").plot(ax=axes[2:])
+    axes[2].set_title("test loss from run 0 (t=0) to run 1 (t=1)")
+    axes[3].set_title("disagreement with the end points")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1747,7 +1723,7 @@ def write_outputs(r: Recipe, res: dict[str, Any], summary: dict[str, Any], out: 
     figures["diversity_plane"] = True
     figure_ensemble_size(r, res["subspace"], out / "ensemble_size.png")
     figures["ensemble_size"] = True
-    figure_shift(r, shift_by_intensity(res["shift"], r.n_runs), out / "shift.png")
+    figure_shift(r, res["shift"], out / "shift.png")
     figures["shift"] = True
     figures["landscape"] = figure_landscape(r, res["landscape"], out / "landscape.png")
     (out / "results.json").write_text(json.dumps(summary, indent=1))

@@ -236,3 +236,10 @@ def test_paper_preset_runs_a_few_steps_on_real_cifar10(tmp_path):
     assert summary["data"]["validation"] == 500
     assert 0.0 <= summary["runs"]["test_accuracy"][0] <= 1.0
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_batches_option_reaches_the_estimator():
+    recipe = rp.make_recipe(batches="with-replacement")
+    clf = rp.build_estimator(recipe, 100, "cpu", "estimator")
+    assert clf.get_params()["batches"] == "with_replacement"
+    assert rp.build_estimator(rp.make_recipe(), 100, "cpu", "estimator").batches == "permutation"

@@ -46,11 +46,17 @@ def bootstrap_indices(seed: int, n_samples: int) -> torch.Tensor:
     return torch.randint(n_samples, (n_samples,), generator=gen)
 
 
-def epoch_indices(seed: int, epoch: int, n_samples: int, bootstrap: bool = False) -> torch.Tensor:
+def epoch_indices(
+    seed: int, epoch: int, n_samples: int, bootstrap: bool = False, replacement: bool = False
+) -> torch.Tensor:
     """Training order of one member in one epoch.
 
     Each member shuffles its data with its own generator, derived from its seed and
     the epoch number, so every engine reproduces the same order without sharing state.
+    With ``replacement``, each of the ``n_samples`` positions is instead drawn uniformly
+    with replacement, so consecutive batches are independent draws, as in the code
+    released with Fort, Hu & Lakshminarayanan (2019), which draws every batch with
+    ``np.random.choice(N, batch_size)``.
 
     Parameters
     ----------
@@ -62,6 +68,8 @@ def epoch_indices(seed: int, epoch: int, n_samples: int, bootstrap: bool = False
         Number of training samples.
     bootstrap : bool, default=False
         Whether the member trains on a bootstrap resample of the data.
+    replacement : bool, default=False
+        Draw the epoch's rows with replacement instead of permuting them.
 
     Returns
     -------
@@ -75,9 +83,14 @@ def epoch_indices(seed: int, epoch: int, n_samples: int, bootstrap: bool = False
     [0, 1, 2, 3, 4]
     >>> bool((a == epoch_indices(7, 0, 5)).all())
     True
+    >>> len(epoch_indices(7, 0, 1000, replacement=True).unique()) < 1000
+    True
     """
     gen = torch.Generator().manual_seed(derive_seed(seed, _ORDER_STREAM, epoch))
-    order = torch.randperm(n_samples, generator=gen)
+    if replacement:
+        order = torch.randint(n_samples, (n_samples,), generator=gen)
+    else:
+        order = torch.randperm(n_samples, generator=gen)
     if bootstrap:
         return bootstrap_indices(seed, n_samples)[order]
     return order
@@ -94,12 +107,16 @@ class MemberSampler(Sampler[int]):
         The member's seed.
     bootstrap : bool, default=False
         Whether to draw a bootstrap resample.
+    replacement : bool, default=False
+        Whether each epoch's rows are drawn with replacement (see :func:`epoch_indices`).
     """
 
-    def __init__(self, n_samples: int, seed: int, bootstrap: bool = False) -> None:
+    def __init__(self, n_samples: int, seed: int, bootstrap: bool = False,
+                 replacement: bool = False) -> None:
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.bootstrap = bool(bootstrap)
+        self.replacement = bool(replacement)
         self.epoch = 0
 
     def reset(self) -> None:
@@ -107,7 +124,8 @@ class MemberSampler(Sampler[int]):
         self.epoch = 0
 
     def __iter__(self) -> Iterator[int]:
-        indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap)
+        indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap,
+                                self.replacement)
         self.epoch += 1
         return iter(indices.tolist())
 

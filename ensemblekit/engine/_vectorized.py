@@ -355,6 +355,7 @@ class _Config:
     precision: str
     channels_last: bool
     lr_schedule: Schedule | None = None
+    replacement: bool = False
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -441,7 +442,7 @@ def _train_stacked(
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
             order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap) for s in seeds
+                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.replacement) for s in seeds
             ]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
@@ -565,6 +566,8 @@ def fit_vectorized(
         precision=precision,
         channels_last=bool(channels_last) and X.ndim == 4,
         lr_schedule=lr_schedule,
+        replacement=bool(getattr(nets[0].get_params_for("iterator_train").get("sampler"),
+                                 "replacement", False)),
     )
     Xd = torch.as_tensor(X).to(device)
     yd = torch.as_tensor(y, dtype=torch.int64).to(device)

@@ -347,7 +347,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
-            iterator_train__sampler=MemberSampler(len(X), seed, bootstrap),
+            iterator_train__sampler=MemberSampler(len(X), seed, bootstrap,
+                                                  self._batches_with_replacement()),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
@@ -370,6 +371,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
+        return False
+
+    def _batches_with_replacement(self) -> bool:
         return False
 
     def fit(self, X: Any, y: Any) -> BaseNeuralClassifier:
