@@ -313,9 +313,10 @@ def check_recipe(r: Recipe) -> None:
     if r.late_epochs > r.epochs or r.late_epochs < 2:
         raise ValueError(f"late_epochs must lie in [2, epochs={r.epochs}], got "
                          f"{r.late_epochs}.")
-    if r.rank > r.late_epochs or r.rank > r.a_samples:
-        raise ValueError(f"rank={r.rank} must not exceed late_epochs={r.late_epochs} nor "
-                         f"a_samples={r.a_samples}.")
+    if r.rank >= min(r.late_epochs, r.a_samples, r.shift_samples):
+        raise ValueError(f"rank={r.rank} must be below late_epochs={r.late_epochs}, "
+                         f"a_samples={r.a_samples} and shift_samples={r.shift_samples} (the "
+                         "PCA of n points has at most n - 1 directions).")
     if r.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {r.precision!r}.")
     if r.batches not in BATCHES:
@@ -678,8 +679,13 @@ def random_samples_with_rejection(template: torch.nn.Module, theta: torch.Tensor
 
 
 def subspace_thetas(method: str, r: Recipe, base: dict, data: Bunch, run: int, n: int,
-                    config: str, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """``n`` parameter vectors of ``method`` around ``run`` (configuration ``"A"`` or ``"B"``)."""
+                    config: str, gen: torch.Generator,
+                    randoms: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """``n`` parameter vectors of ``method`` around ``run`` (configuration ``"A"`` or ``"B"``).
+
+    ``"pca_random"`` is fitted to ``randoms``, the run's accepted random-subspace samples,
+    when given (they are drawn first otherwise).
+    """
     template = _template(base)
     theta = final_theta(base, run)
     points = late(base, r, run)
@@ -697,10 +703,11 @@ def subspace_thetas(method: str, r: Recipe, base: dict, data: Bunch, run: int, n
         info.update(tries=tries.tolist(), accepted=ok.tolist())
         return thetas, info
     if method == "pca_random":
-        randoms, tries, ok = random_samples_with_rejection(
-            template, theta, r.a_samples, r.a_random_scale, r.a_threshold, r.a_max_tries,
-            data, gen, r)
-        info.update(tries=tries.tolist(), accepted=ok.tolist())
+        if randoms is None:
+            randoms, tries, ok = random_samples_with_rejection(
+                template, theta, r.a_samples, r.a_random_scale, r.a_threshold,
+                r.a_max_tries, data, gen, r)
+            info.update(tries=tries.tolist(), accepted=ok.tolist())
         return pca_gaussian_samples(randoms, r.rank, n, r.a_pca_scale, gen), info
     if method == "dropout":
         max_p = r.b_dropout_p
@@ -731,10 +738,16 @@ def run_subspace(r: Recipe, data: Bunch, base: dict, traj: dict) -> dict[str, An
     sample_acc, sample_js, info = {}, {}, {}
     tsne_val: dict[str, list[np.ndarray]] = {m: [] for m in METHODS_TSNE}
     jobs = [(run, method) for run in range(M) for method in METHODS_A]
+    randoms: dict[int, torch.Tensor] = {}
     for run, method in tqdm(jobs, desc="subspace samples (configuration A)"):
         gen = _generator(r, 1, run, METHODS_A.index(method))
         n = 1 if method in ("original", "weight_avg") else r.a_samples
-        thetas, extra = subspace_thetas(method, r, base, data, run, n, "A", gen)
+        thetas, extra = subspace_thetas(method, r, base, data, run, n, "A", gen,
+                                        randoms=randoms.get(run))
+        if method == "random":
+            randoms[run] = thetas  # the PCA of "PCA Random" is fitted to these
+        if method == "pca_random":
+            extra = info["random"][run]
         if method == "original":
             proba = traj["test_final"][run][None]
         else:
@@ -858,7 +871,7 @@ def run_shift(r: Recipe, data: Bunch, base: dict, cache: Cache, cifar10c: str | 
                                 "pca_random")):
         n = 1 if method == "weight_avg" else r.shift_samples
         thetas[method], _ = subspace_thetas(method, r, base, data, 0, n, "A",
-                                            _generator(r, 4, i))
+                                            _generator(r, 4, i), randoms=thetas.get("random"))
     nets = {name: sampled_networks(template, t, refresh, r.predict_batch)
             for name, t in thetas.items()}
     modules.update(nets)

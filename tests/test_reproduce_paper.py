@@ -112,8 +112,8 @@ def test_resume_loads_finished_phases_instead_of_recomputing(resumed):
 def test_recipe_validation_names_the_problem():
     with pytest.raises(ValueError, match="unknown recipe field 'epoch'"):
         rp.make_recipe(epoch=3)
-    with pytest.raises(ValueError, match="rank=6 must not exceed late_epochs=5"):
-        rp.make_recipe(rank=6)
+    with pytest.raises(ValueError, match="rank=5 must be below late_epochs=5"):
+        rp.make_recipe(rank=5)
     with pytest.raises(ValueError, match=r"n_runs .* at least 3"):
         rp.make_recipe(n_runs=2)
     with pytest.raises(ValueError, match="model must be one of"):
