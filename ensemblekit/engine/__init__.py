@@ -50,6 +50,7 @@ from ._vectorized import (
     vectorization_blocker,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -66,6 +67,7 @@ __all__ = [
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "SampleWeightedLoss",
     "StepSchedule",
     "VmapNetwork",
     "augment_seed",
@@ -88,4 +90,5 @@ __all__ = [
     "train_members",
     "train_seed",
     "vectorization_blocker",
+    "weighted_targets",
 ]
