@@ -46,6 +46,11 @@ def n_parameters(estimator: Any) -> int:
     return int(sum(p.numel() for p in template(estimator).parameters()))
 
 
+def output_kind(estimator: Any) -> str:
+    """What the networks return: ``"logits"`` (default), ``"proba"`` or ``"log_proba"``."""
+    return str(getattr(estimator, "output_kind_", "logits"))
+
+
 def batch_size(estimator: Any) -> int:
     return int(getattr(estimator, "predict_batch_size", None) or DEFAULT_BATCH_SIZE)
 

@@ -107,14 +107,25 @@ def evaluate_weights(
     return out
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
+def log_softmax(outputs: np.ndarray, kind: str = "logits") -> np.ndarray:
+    """Log-probabilities (float64) from module outputs.
+
+    ``kind`` is what the module returns (an estimator's ``output_kind_``): logits and
+    log-probabilities go through a stable log-softmax, probabilities are logged.
+    """
+    z = np.asarray(outputs, dtype=np.float64)
+    if kind == "proba":
+        p = np.clip(z, 0.0, None)
+        with np.errstate(divide="ignore"):
+            return np.log(p) - np.log(p.sum(axis=-1, keepdims=True))
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def loss_and_accuracy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean cross-entropy (nats) and accuracy of each network, from (V, N, C) logits."""
-    logp = log_softmax(logits)
+def loss_and_accuracy(
+    outputs: np.ndarray, y: np.ndarray, kind: str = "logits"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cross-entropy (nats) and accuracy of each network, from (V, N, C) outputs."""
+    logp = log_softmax(outputs, kind)
     picked = np.take_along_axis(logp, y[None, :, None], axis=2)[..., 0]
     return -picked.mean(axis=1), (logp.argmax(axis=2) == y[None]).mean(axis=1)
