@@ -20,15 +20,18 @@ def load_network(
     buffers: np.ndarray | None = None,
     X_refresh: np.ndarray | None = None,
     batch_size: int = 1024,
+    network: nn.Module | None = None,
 ) -> nn.Module:
     """A copy of ``template`` holding ``theta``, its BatchNorm statistics set, in eval mode.
 
     ``buffers`` (running means and variances of every BatchNorm layer, concatenated
     in module order, as in ``checkpoint_buffers_``) are loaded when given; otherwise
     the statistics are recomputed on ``X_refresh`` with
-    :func:`ensemblekit.posteriors.refresh_batchnorm`.
+    :func:`ensemblekit.posteriors.refresh_batchnorm`. ``network``, an earlier copy of
+    ``template``, is overwritten instead of making a new copy.
     """
-    network = copy.deepcopy(template)
+    if network is None:
+        network = copy.deepcopy(template)
     reference = next(network.parameters())
     vector = torch.tensor(np.asarray(theta), dtype=reference.dtype, device=reference.device)
     with torch.no_grad():
@@ -89,13 +92,16 @@ def evaluate_weights(
     """
     n = len(thetas)
     out: np.ndarray | None = None
+    # Copies are made once and overwritten group after group (copying dominates the
+    # cost of small networks).
+    pool = [copy.deepcopy(template) for _ in range(min(group_size, n))]
     for first in range(0, n, group_size):
         stop = min(n, first + group_size)
         networks = [
             load_network(
                 template, thetas[i],
                 buffers=None if buffers is None else buffers[i],
-                X_refresh=X_refresh, batch_size=batch_size,
+                X_refresh=X_refresh, batch_size=batch_size, network=pool[i - first],
             )
             for i in range(first, stop)
         ]
