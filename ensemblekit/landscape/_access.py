@@ -23,12 +23,8 @@ DEFAULT_BATCH_SIZE = 1024
 
 def check_estimator(estimator: Any) -> None:
     """Raise unless ``estimator`` is a fitted ensemblekit-like estimator."""
-    if not hasattr(estimator, "get_params") or not hasattr(estimator, "fit"):
-        raise ValueError(
-            "expected a fitted ensemblekit estimator (with estimators_), got "
-            f"{type(estimator).__name__}."
-        )
-    check_is_fitted(estimator)
+    if callable(getattr(estimator, "fit", None)):
+        check_is_fitted(estimator)
     nets = getattr(estimator, "estimators_", None)
     if not nets or not all(hasattr(net, "module_") for net in nets):
         raise ValueError(

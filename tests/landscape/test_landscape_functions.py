@@ -297,6 +297,8 @@ def test_bad_data_is_a_clear_error(mlp_ens, iris):
         linear_path(mlp_ens, X, np.full(len(X), "rose"))
     with pytest.raises(ValueError, match="n_points"):
         linear_path(mlp_ens, X, y, n_points=1)
+    with pytest.raises(ValueError, match="no trained networks"):
+        linear_path(object(), X, y)
     with pytest.raises(ValueError, match="samples of shape"):
         checkpoint_proba(mlp_ens, X[:, :2])
 
