@@ -16,6 +16,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 """
 
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -59,6 +60,7 @@ __all__ = [
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
