@@ -15,6 +15,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 (grouped, then ``vmap``, then sequential).
 """
 
+from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
@@ -56,6 +57,8 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "AugmentCallback",
+    "CheckpointCallback",
+    "CheckpointStore",
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
@@ -81,6 +84,7 @@ __all__ = [
     "predict_logits_sequential",
     "predict_member_logits",
     "reset_module_parameters",
+    "resolve_checkpoint_epochs",
     "seeded_torch",
     "stack_members",
     "train_members",

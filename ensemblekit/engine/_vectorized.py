@@ -24,6 +24,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 from torch import Tensor, nn
 
+from ._checkpoints import CheckpointCallback, checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._predict import predict_member_logits
 from ._progress import Progress, ProgressCallback
@@ -139,7 +140,8 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
     names = []
     for entry in net.callbacks or []:
         name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
-        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback)):
+        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback,
+                           CheckpointCallback)):
             continue
         names.append(str(name))
     return names
@@ -429,6 +431,7 @@ def _train_stacked(
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    recorders = [checkpoint_callback(net) for net in nets]
     # The checks refuse forms that draw from torch's global generator in training; this
     # keeps anything they cannot see (a draw in only some steps) reproducible at least.
     with seeded_torch(derive_seed(train_seed(seeds[0]), _VMAP_STREAM, m)):
@@ -462,6 +465,11 @@ def _train_stacked(
             records.append((epoch_losses, n_batches, time.perf_counter() - start_time))
             if progress is not None:
                 progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
+            if any(r is not None and r.wants(epoch) for r in recorders):
+                stacked.write_members(modules)  # trajectories see what the members hold
+                for recorder, module in zip(recorders, modules):
+                    if recorder is not None:
+                        recorder.record(epoch, module)
     stacked.write_members(modules)
     _write_optimizer_state(stacked, optimizer, nets)
     for net in nets:
