@@ -11,6 +11,7 @@ optimizers then update each member exactly as they would alone.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -378,13 +379,15 @@ def _train_group(
     """Train one group of members together, grouped if possible, else with ``vmap``.
 
     A grouped network that passed its checks but fails while training is replaced
-    by the ``vmap`` form (the members are only written at the end, so they are
-    untouched); a ``vmap`` form that fails raises :class:`GroupingError`.
+    by the ``vmap`` form, starting again from the members' initial state (restored:
+    checkpoints may have written them); a ``vmap`` form that fails raises
+    :class:`GroupingError`.
     """
     modules = [net.module_ for net in nets]
     sample_shape = tuple(X.shape[1:])
     stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last,
                                   training=True)
+    initial = [copy.deepcopy(mod.state_dict()) for mod in modules]
     try:
         return _train_stacked(stacked, form, nets, seeds, X, y, cfg, progress)
     except torch.cuda.OutOfMemoryError:
@@ -393,6 +396,8 @@ def _train_group(
         if not isinstance(stacked, GroupedNetwork):
             raise GroupingError(f"training failed in the {form} form: {exc}") from exc
         why = f"the grouped form failed in training: {exc}"
+    for mod, state in zip(modules, initial):
+        mod.load_state_dict(state)
     try:
         stacked = VmapNetwork(modules)
         check_grouped(stacked, modules, sample_shape, training=True)
