@@ -17,6 +17,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 
 from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -63,6 +64,7 @@ __all__ = [
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
     "Progress",

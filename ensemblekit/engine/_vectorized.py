@@ -11,6 +11,7 @@ optimizers then update each member exactly as they would alone.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from ._checkpoints import CheckpointCallback, checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import predict_member_logits
 from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
 from ._schedule import LRScheduleCallback, Schedule, scheduled_lr
@@ -33,7 +35,6 @@ from ._sequential import (
     fit_sequential,
     initialize_member,
     module_device,
-    predict_logits_sequential,
     train_seed,
 )
 from ._vmap import VmapNetwork
@@ -387,13 +388,15 @@ def _train_group(
     """Train one group of members together, grouped if possible, else with ``vmap``.
 
     A grouped network that passed its checks but fails while training is replaced
-    by the ``vmap`` form (the members are only written at the end, so they are
-    untouched); a ``vmap`` form that fails raises :class:`GroupingError`.
+    by the ``vmap`` form, starting again from the members' initial state (restored:
+    checkpoints may have written them); a ``vmap`` form that fails raises
+    :class:`GroupingError`.
     """
     modules = [net.module_ for net in nets]
     sample_shape = tuple(X.shape[1:])
     stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last,
                                   training=True)
+    initial = [copy.deepcopy(mod.state_dict()) for mod in modules]
     try:
         return _train_stacked(stacked, form, nets, seeds, X, y, cfg, progress)
     except torch.cuda.OutOfMemoryError:
@@ -402,6 +405,8 @@ def _train_group(
         if not isinstance(stacked, GroupedNetwork):
             raise GroupingError(f"training failed in the {form} form: {exc}") from exc
         why = f"the grouped form failed in training: {exc}"
+    for mod, state in zip(modules, initial):
+        mod.load_state_dict(state)
     try:
         stacked = VmapNetwork(modules)
         check_grouped(stacked, modules, sample_shape, training=True)
@@ -692,74 +697,3 @@ def train_members(
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
     fit_sequential(nets, X, y, seeds, progress, sample_weight)
     return EngineChoice("sequential", reason)
-
-
-# ----------------------------------------------------------------- prediction
-def predict_member_logits(
-    modules: Sequence[nn.Module],
-    X: np.ndarray,
-    batch_size: int,
-    *,
-    max_members_per_pass: int | None = None,
-) -> np.ndarray:
-    """Logits of every member, all members in one grouped pass per chunk of rows.
-
-    Falls back to :func:`predict_logits_sequential` when the members cannot be
-    grouped (or there is a single member).
-
-    Parameters
-    ----------
-    modules : sequence of torch.nn.Module
-        The members, on one device; evaluated in eval mode.
-    X : ndarray of shape (n_samples, ...)
-        Inputs, float32.
-    batch_size : int
-        Rows per chunk.
-    max_members_per_pass : int, optional
-        Members evaluated at once (``None``: all).
-
-    Returns
-    -------
-    logits : ndarray of shape (n_members, n_samples, n_classes), float32
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from ensemblekit.models import MLP
-    >>> members = [MLP(4, 3), MLP(4, 3)]
-    >>> X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-    >>> a = predict_member_logits(members, X, batch_size=4)
-    >>> b = predict_logits_sequential(members, X, batch_size=4)
-    >>> a.shape, bool(np.allclose(a, b, atol=1e-5))
-    ((2, 10, 3), True)
-    """
-    modules = list(modules)
-    devices = {module_device(mod) for mod in modules}
-    if len(modules) < 2 or len(devices) > 1 or X.ndim not in (2, 4) or len(X) == 0:
-        return predict_logits_sequential(modules, X, batch_size)
-    size = len(modules) if max_members_per_pass is None else max_members_per_pass
-    device = devices.pop()
-    parts = []
-    for first in range(0, len(modules), size):
-        group = modules[first : first + size]
-        try:
-            grouped, _ = stack_members(group, X.shape[1:], allow_vmap=False,
-                                       channels_last=X.ndim == 4, training=False)
-        except GroupingError:
-            parts.append(predict_logits_sequential(group, X, batch_size))
-            continue
-        grouped.eval()
-        for mod in group:
-            mod.eval()
-        out: np.ndarray | None = None
-        with torch.inference_mode():
-            for start in range(0, len(X), batch_size):
-                xb = torch.as_tensor(X[start : start + batch_size], device=device)
-                logits = grouped(xb.unsqueeze(0).expand(len(group), *xb.shape))
-                logits = logits.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(group), len(X), logits.shape[2]), dtype=np.float32)
-                out[:, start : start + logits.shape[1]] = logits
-        assert out is not None
-        parts.append(out)
-    return np.concatenate(parts, axis=0)

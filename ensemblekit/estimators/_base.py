@@ -31,13 +31,13 @@ from torch import nn
 from ..engine import (
     CheckpointCallback,
     CheckpointStore,
+    MemberPredictor,
     MemberSampler,
     ModuleCopy,
     Progress,
     ProgressCallback,
     SampleWeightedLoss,
     draw_member_seeds,
-    predict_member_logits,
     resolve_checkpoint_epochs,
 )
 from ..models import MLP
@@ -470,6 +470,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         self.seeds_ = seeds
         self.device_ = device
         self.output_kind_ = output_kind
+        # Built on the first prediction, reused until the members change; never pickled.
+        self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
         return self
 
     # ----------------------------------------------------------- prediction
@@ -481,11 +483,19 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         The members are evaluated together through one grouped network when their
         modules allow it, member by member otherwise.
         """
-        modules = [net.module_ for net in self.estimators_]
-        return predict_member_logits(
-            modules, X, self.predict_batch_size,
-            max_members_per_pass=getattr(self, "max_members_per_pass", None),
-        )
+        return self._predict_logits([net.module_ for net in self.estimators_], X)
+
+    def _predict_logits(self, modules: Sequence[nn.Module], X: np.ndarray) -> np.ndarray:
+        """Logits of ``modules`` through the estimator's cached grouped predictor.
+
+        The grouped network is built on the first prediction after a fit (or after
+        unpickling) and rebuilt only when the modules or their weights change.
+        """
+        size = getattr(self, "max_members_per_pass", None)
+        predictor = getattr(self, "_member_predictor", None)
+        if predictor is None or predictor.max_members_per_pass != size:
+            predictor = MemberPredictor(size)  # not kept: predicting leaves self unchanged
+        return predictor(modules, X, self.predict_batch_size)
 
     def predict_member_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of every member.

@@ -16,7 +16,6 @@ from ..engine import (
     derive_seed,
     fit_sequential,
     predict_logits_sequential,
-    predict_member_logits,
 )
 from ..posteriors import (
     CheckpointCollector,
@@ -467,4 +466,4 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
-        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)
+        return self._predict_logits(self.sample_networks_, X)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
-from ..engine import Progress, derive_seed, fit_sequential, predict_member_logits
+from ..engine import Progress, derive_seed, fit_sequential
 from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
 from ._validation import check_float, check_int, check_option
@@ -334,4 +334,4 @@ class SWAGClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
-        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)
+        return self._predict_logits(self.sample_networks_, X)
