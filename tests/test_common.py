@@ -35,6 +35,12 @@ _EXPECTED_FAILURES = {
 }
 
 
-@parametrize_with_checks(_estimators(), expected_failed_checks=lambda est: _EXPECTED_FAILURES)
+def _expected_failures(estimator):
+    # The subspace sampler's predictions are those of random perturbations of the
+    # trained network, close enough for the check's tolerance.
+    return {} if isinstance(estimator, SubspaceSamplingClassifier) else _EXPECTED_FAILURES
+
+
+@parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
