@@ -2,6 +2,7 @@
 # Set up a local virtual environment (idempotent) and run one job in it.
 #   bash scripts/run.sh example   the quick-start example
 #   bash scripts/run.sh test      the test suite
+#   bash scripts/run.sh docs      build the documentation (warnings are errors, gallery run)
 #   bash scripts/run.sh setup     only the set-up
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0).
 set -euo pipefail
@@ -17,11 +18,17 @@ fi
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet "$torch_spec"
-"$py" -m pip install --quiet -e ".[dev]"
+extras="dev"
+if [ "$job" = docs ]; then extras="dev,docs"; fi
+"$py" -m pip install --quiet -e ".[$extras]"
 
 case "$job" in
     setup) ;;
     example) "$py" examples/quickstart.py ;;
     test) "$py" -m pytest -q ;;
-    *) echo "unknown job '$job': use example, test or setup" >&2; exit 2 ;;
+    docs)
+        rm -rf docs/_build docs/generated docs/auto_examples
+        "$py" -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+        echo "documentation built in docs/_build/html" ;;
+    *) echo "unknown job '$job': use example, test, docs or setup" >&2; exit 2 ;;
 esac

@@ -56,10 +56,22 @@ class VmapNetwork(nn.Module):
         self.train(modules[0].training)
 
     def set_generators(self, generators: Sequence[torch.Generator] | None) -> None:
-        """Accepted for symmetry; ``vmap`` draws dropout masks from torch's global RNG."""
+        """Accept generators for symmetry; ``vmap`` draws masks from torch's global RNG.
+
+        Parameters
+        ----------
+        generators : sequence of torch.Generator or None
+            Ignored.
+        """
 
     def named_member_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """``(member parameter name, stacked parameter)`` pairs."""
+        """Pair each member parameter name with the stacked parameter holding it.
+
+        Returns
+        -------
+        list of (str, torch.nn.Parameter)
+            ``(member parameter name, stacked parameter)`` pairs.
+        """
         return list(zip(self.names, self.stacked))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -74,14 +86,35 @@ class VmapNetwork(nn.Module):
 
     @torch.no_grad()
     def write_members(self, modules: Sequence[nn.Module]) -> None:
-        """Copy the stacked parameters back into each member, in place."""
+        """Copy the stacked parameters back into each member, in place.
+
+        Parameters
+        ----------
+        modules : sequence of torch.nn.Module
+            The members, in member order.
+        """
         for m, module in enumerate(modules):
             own = dict(module.named_parameters())
             for name, stacked in zip(self.names, self.stacked):
                 own[name].copy_(stacked[m])
 
     def member_slice(self, tensor: Tensor, m: int, member_shape: torch.Size) -> Tensor:
-        """Member ``m``'s part of a stacked tensor (or a shared one)."""
+        """Member ``m``'s part of a stacked tensor (or a shared one).
+
+        Parameters
+        ----------
+        tensor : torch.Tensor
+            A stacked parameter, buffer or optimizer state.
+        m : int
+            Member index.
+        member_shape : torch.Size
+            Shape of the tensor in one member.
+
+        Returns
+        -------
+        torch.Tensor
+            A view of shape ``member_shape``.
+        """
         if tensor.numel() == self.n_members * member_shape.numel():
             return tensor.reshape(self.n_members, *member_shape)[m]
         return tensor.reshape(member_shape)

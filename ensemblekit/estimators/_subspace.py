@@ -100,9 +100,9 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ``None`` builds an :class:`~ensemblekit.models.MLP` sized from the data.
     n_estimators : int, default=1
         Number of independent runs.
-    method : {"random", "dropout", "diagonal_gaussian", "pca_gaussian", \
-"pca_random", "weight_average"}, default="diagonal_gaussian"
-        Sampler, see above.
+    method : str, default="diagonal_gaussian"
+        Sampler: ``"random"``, ``"dropout"``, ``"diagonal_gaussian"``,
+        ``"pca_gaussian"``, ``"pca_random"`` or ``"weight_average"``, see above.
     n_samples : int, default=30
         Networks drawn per run (``"weight_average"`` has one). For
         ``"pca_random"`` it is also the number of random samples the PCA is fitted to.
@@ -147,7 +147,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, held-out rows and samples.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
     **kwargs : dict
@@ -178,6 +179,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
         Device the runs were trained on.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SWAGClassifier : Gaussian fitted to the SGD iterates of one run.
+    DropoutClassifier : Monte Carlo dropout.
 
     Notes
     -----

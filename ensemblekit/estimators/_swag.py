@@ -99,7 +99,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, posterior draws and refresh rows.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
     **kwargs : dict
@@ -129,6 +130,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
         Device the runs were trained on.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SubspaceSamplingClassifier : Other samplers around one solution.
+    DropoutClassifier : Monte Carlo dropout.
 
     Notes
     -----

@@ -133,7 +133,7 @@ _SCORERS: dict[str, _MemberProbaScorer] = {
 
 
 def get_scorer_names() -> list[str]:
-    """Names of the scorers available from :func:`get_scorer`.
+    """List the names of the scorers available from :func:`get_scorer`.
 
     Returns
     -------

@@ -112,9 +112,17 @@ class SWAGMoments:
         ``scale * diag(variance)`` for ``"diagonal"``;
         ``scale * (diag(variance) / 2 + D^T D / (2 (K' - 1)))`` for ``"lowrank"``.
 
+        Parameters
+        ----------
+        covariance : {"diagonal", "lowrank"}, default="lowrank"
+            Which SWAG covariance.
+        scale : float, default=1.0
+            Multiplier of the covariance.
+
         Returns
         -------
         cov : torch.Tensor of shape (n_parameters, n_parameters), float64
+            The covariance matrix :meth:`sample` draws from.
         """
         _check_covariance(covariance)
         cov = torch.diag(self.variance)
@@ -166,6 +174,7 @@ class SWAGMoments:
         Returns
         -------
         theta : torch.Tensor of shape (n_samples, n_parameters), float32
+            One sampled parameter vector per row.
         """
         self._check_collected()
         _check_covariance(covariance)
