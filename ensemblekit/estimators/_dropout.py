@@ -95,6 +95,11 @@ class DropoutClassifier(BaseNeuralClassifier):
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
         Device the runs were trained on.
+    output_kind_ : {"logits", "proba", "log_proba"}
+        What the module returns, found at ``fit`` from the criterion and the
+        module's outputs on a few training rows (skorch's conventions:
+        ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
+        log-probabilities); predictions turn them into probabilities.
     n_samples_ : int
         Thinned networks per run used at prediction time.
 
