@@ -412,11 +412,11 @@ class GroupedNetwork(nn.Module):
         return list(self.body.named_parameters())
 
     def group_input(self, x: Tensor) -> Tensor:
-        """Lay member batches ``(M, B, *sample)`` out as the network's input.
+        """Lay member batches ``(M, B, ...)`` out as the network's input.
 
         Parameters
         ----------
-        x : torch.Tensor of shape (M, B, *sample)
+        x : torch.Tensor of shape (M, B, ...)
             Member ``m``'s batch in ``x[m]``.
 
         Returns

@@ -163,10 +163,10 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         The sampled networks, run after run (``n_samples_`` per run).
     n_samples_ : int
         Networks per run: ``n_samples``, or 1 for ``"weight_average"``.
-    n_tries_ : ndarray of shape (n_estimators, n_samples_)
+    n_tries_ : ndarray of shape (n_estimators, n_samples_per_run)
         Draws each sample took (the random stage of ``"pca_random"``; 1 for the
-        methods without rejection).
-    accepted_ : ndarray of shape (n_estimators, n_samples_)
+        methods without rejection); ``n_samples_per_run`` is ``n_samples_``.
+    accepted_ : ndarray of shape (n_estimators, n_samples_per_run)
         Whether each sample passed the accuracy threshold (True for the methods
         without rejection).
     seeds_ : ndarray of shape (n_estimators,)
