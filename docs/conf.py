@@ -40,7 +40,8 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/*.ipynb", "**.codeobj.json"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/*.ipynb", "**.codeobj.json",
+                    "sg_execution_times.rst"]
 templates_path = ["_templates"]
 html_static_path: list[str] = []
 

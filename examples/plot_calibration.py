@@ -63,17 +63,20 @@ ax.plot([0, 1], [0, 1], color="black", linestyle=":", label="calibrated")
 for name, proba in [("one network", single_proba), ("ensemble of 5", ensemble_proba)]:
     conf, acc, count = reliability(y_test, proba)
     ece = expected_calibration_error(y_test, proba, n_bins=10)
-    ax.plot(conf, acc, marker="o", label=f"{name} (ECE {ece:.3f})")
+    line, = ax.plot(conf, acc, label=f"{name} (ECE {ece:.3f})")
+    ax.scatter(conf, acc, s=1000 * count / count.sum(), color=line.get_color())
     print(f"{name:14s} accuracy {accuracy(y_test, proba):.3f}  ECE {ece:.3f}  "
           f"mean confidence {proba.max(axis=1).mean():.3f}")
 ax.set_xlabel("confidence of the predicted class")
 ax.set_ylabel("accuracy in the bin")
-ax.legend(loc="upper left")
+ax.legend(loc="lower right")
 fig.tight_layout()
 
 # %%
-# The single network's points lie below the diagonal: it is more confident than it is
-# accurate. The ensemble's mean confidence is lower and closer to its accuracy.
+# Each marker's area is the bin's share of the test points; bins with few points (at
+# low confidence) are noisy. Where most points are, the single network lies below the
+# diagonal: it is more confident than it is accurate. The ensemble's mean confidence
+# is lower and closer to its accuracy.
 #
 # Where the confident predictions sit
 # -----------------------------------

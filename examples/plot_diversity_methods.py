@@ -78,11 +78,15 @@ for name, proba in member_proba.items():
 # ----------------------------
 # Each point is one member: its accuracy, and its disagreement with the method's first
 # member divided by its own error rate (:func:`~ensemblekit.metrics.normalized_disagreement`).
-# The two curves bound what is possible for a network of that accuracy
-# (:func:`~ensemblekit.metrics.diversity_accuracy_limits`): the lower one is the
-# reference with some predictions moved to other labels, the upper one a predictor
-# whose errors are independent of the reference's. Independent members sit near the
-# upper curve; samples around one solution sit far below it.
+# The two curves (:func:`~ensemblekit.metrics.diversity_accuracy_limits`, drawn for the
+# accuracy of the deep ensemble's first member) are reference points: the lower one is
+# the reference with some of its predictions moved to other labels, the upper one a
+# predictor of that accuracy whose errors are independent of the reference's.
+#
+# SWAG and subspace samples lie on or near the lower curve: they differ from their
+# reference little more than a copy of it with a few labels changed. Independent
+# members are as accurate and disagree several times more. MC dropout samples disagree
+# too, but each thinned network is less accurate, so they move left as well as up.
 import matplotlib.pyplot as plt
 
 from ensemblekit.metrics import diversity_accuracy_limits, normalized_disagreement
