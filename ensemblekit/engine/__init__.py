@@ -15,7 +15,9 @@ reproduced their outputs and gradients; one that fails in training falls back
 (grouped, then ``vmap``, then sequential).
 """
 
+from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -55,10 +57,13 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "AugmentCallback",
+    "CheckpointCallback",
+    "CheckpointStore",
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
@@ -79,6 +84,7 @@ __all__ = [
     "predict_logits_sequential",
     "predict_member_logits",
     "reset_module_parameters",
+    "resolve_checkpoint_epochs",
     "seeded_torch",
     "stack_members",
     "train_members",

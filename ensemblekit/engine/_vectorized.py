@@ -11,6 +11,7 @@ optimizers then update each member exactly as they would alone.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,7 +25,9 @@ from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 from torch import Tensor, nn
 
+from ._checkpoints import CheckpointCallback, checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import predict_member_logits
 from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
 from ._schedule import LRScheduleCallback, Schedule, scheduled_lr
@@ -32,7 +35,6 @@ from ._sequential import (
     fit_sequential,
     initialize_member,
     module_device,
-    predict_logits_sequential,
     train_seed,
 )
 from ._vmap import VmapNetwork
@@ -150,7 +152,8 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
     names = []
     for entry in net.callbacks or []:
         name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
-        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback)):
+        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback,
+                           CheckpointCallback)):
             continue
         names.append(str(name))
     return names
@@ -397,13 +400,15 @@ def _train_group(
     """Train one group of members together, grouped if possible, else with ``vmap``.
 
     A grouped network that passed its checks but fails while training is replaced
-    by the ``vmap`` form (the members are only written at the end, so they are
-    untouched); a ``vmap`` form that fails raises :class:`GroupingError`.
+    by the ``vmap`` form, starting again from the members' initial state (restored:
+    checkpoints may have written them); a ``vmap`` form that fails raises
+    :class:`GroupingError`.
     """
     modules = [net.module_ for net in nets]
     sample_shape = tuple(X.shape[1:])
     stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last,
                                   training=True)
+    initial = [copy.deepcopy(mod.state_dict()) for mod in modules]
     try:
         return _train_stacked(stacked, form, nets, seeds, X, y, cfg, progress)
     except torch.cuda.OutOfMemoryError:
@@ -412,6 +417,8 @@ def _train_group(
         if not isinstance(stacked, GroupedNetwork):
             raise GroupingError(f"training failed in the {form} form: {exc}") from exc
         why = f"the grouped form failed in training: {exc}"
+    for mod, state in zip(modules, initial):
+        mod.load_state_dict(state)
     try:
         stacked = VmapNetwork(modules)
         check_grouped(stacked, modules, sample_shape, training=True)
@@ -450,6 +457,7 @@ def _train_stacked(
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    recorders = [checkpoint_callback(net) for net in nets]
     # The checks refuse forms that draw from torch's global generator in training; this
     # keeps anything they cannot see (a draw in only some steps) reproducible at least.
     with seeded_torch(derive_seed(train_seed(seeds[0]), _VMAP_STREAM, m)):
@@ -483,6 +491,11 @@ def _train_stacked(
             records.append((epoch_losses, n_batches, time.perf_counter() - start_time))
             if progress is not None:
                 progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
+            if any(r is not None and r.wants(epoch) for r in recorders):
+                stacked.write_members(modules)  # trajectories see what the members hold
+                for recorder, module in zip(recorders, modules):
+                    if recorder is not None:
+                        recorder.record(epoch, module)
     stacked.write_members(modules)
     _write_optimizer_state(stacked, optimizer, nets)
     for net in nets:
@@ -698,75 +711,3 @@ def train_members(
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
     fit_sequential(nets, X, y, seeds, progress)
     return EngineChoice("sequential", reason)
-
-
-# ----------------------------------------------------------------- prediction
-def predict_member_logits(
-    modules: Sequence[nn.Module],
-    X: np.ndarray,
-    batch_size: int,
-    *,
-    max_members_per_pass: int | None = None,
-) -> np.ndarray:
-    """Compute the logits of every member, all members in one grouped pass per chunk.
-
-    Falls back to :func:`predict_logits_sequential` when the members cannot be
-    grouped (or there is a single member).
-
-    Parameters
-    ----------
-    modules : sequence of torch.nn.Module
-        The members, on one device; evaluated in eval mode.
-    X : ndarray of shape (n_samples, ...)
-        Inputs, float32.
-    batch_size : int
-        Rows per chunk.
-    max_members_per_pass : int, optional
-        Members evaluated at once (``None``: all).
-
-    Returns
-    -------
-    logits : ndarray of shape (n_members, n_samples, n_classes), float32
-        Member ``m``'s logits in row ``m``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from ensemblekit.models import MLP
-    >>> members = [MLP(4, 3), MLP(4, 3)]
-    >>> X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-    >>> a = predict_member_logits(members, X, batch_size=4)
-    >>> b = predict_logits_sequential(members, X, batch_size=4)
-    >>> a.shape, bool(np.allclose(a, b, atol=1e-5))
-    ((2, 10, 3), True)
-    """
-    modules = list(modules)
-    devices = {module_device(mod) for mod in modules}
-    if len(modules) < 2 or len(devices) > 1 or X.ndim not in (2, 4) or len(X) == 0:
-        return predict_logits_sequential(modules, X, batch_size)
-    size = len(modules) if max_members_per_pass is None else max_members_per_pass
-    device = devices.pop()
-    parts = []
-    for first in range(0, len(modules), size):
-        group = modules[first : first + size]
-        try:
-            grouped, _ = stack_members(group, X.shape[1:], allow_vmap=False,
-                                       channels_last=X.ndim == 4, training=False)
-        except GroupingError:
-            parts.append(predict_logits_sequential(group, X, batch_size))
-            continue
-        grouped.eval()
-        for mod in group:
-            mod.eval()
-        out: np.ndarray | None = None
-        with torch.inference_mode():
-            for start in range(0, len(X), batch_size):
-                xb = torch.as_tensor(X[start : start + batch_size], device=device)
-                logits = grouped(xb.unsqueeze(0).expand(len(group), *xb.shape))
-                logits = logits.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(group), len(X), logits.shape[2]), dtype=np.float32)
-                out[:, start : start + logits.shape[1]] = logits
-        assert out is not None
-        parts.append(out)
-    return np.concatenate(parts, axis=0)

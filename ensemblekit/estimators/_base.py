@@ -12,6 +12,7 @@ import difflib
 import inspect
 import io
 import numbers
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,12 +29,15 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from ..engine import (
+    CheckpointCallback,
+    CheckpointStore,
+    MemberPredictor,
     MemberSampler,
     ModuleCopy,
     Progress,
     ProgressCallback,
     draw_member_seeds,
-    predict_member_logits,
+    resolve_checkpoint_epochs,
 )
 from ..models import MLP
 from ._outputs import (
@@ -200,6 +204,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
+        self._checkpoint_plan = _checkpoint_plan(self)
 
     # ----------------------------------------------------------- data
     def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -324,6 +329,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             criterion = LogProbaCriterion
         callbacks: list[Any] = [copy.deepcopy(cb) for cb in (self.callbacks or [])]
         callbacks += self._member_callbacks(seed)
+        store = getattr(self, "_checkpoint_store", None)
+        if store is not None:
+            callbacks.append(("ensemblekit_trajectory", CheckpointCallback(store, index)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
         return NeuralNetClassifier(
@@ -412,6 +420,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
         progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
+        self._checkpoint_store = _checkpoint_store(self, n_members, len(existing))
         try:
             nets = [
                 self._make_member(int(s), len(existing) + i, X, device, progress,
@@ -421,10 +430,14 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress)
         finally:
             progress.close()
+            store, self._checkpoint_store = self._checkpoint_store, None
+        _set_checkpoints(self, store, len(existing))
         self.estimators_ = existing + nets
         self.seeds_ = seeds
         self.device_ = device
         self.output_kind_ = output_kind
+        # Built on the first prediction, reused until the members change; never pickled.
+        self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
         return self
 
     # ----------------------------------------------------------- prediction
@@ -436,11 +449,19 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         The members are evaluated together through one grouped network when their
         modules allow it, member by member otherwise.
         """
-        modules = [net.module_ for net in self.estimators_]
-        return predict_member_logits(
-            modules, X, self.predict_batch_size,
-            max_members_per_pass=getattr(self, "max_members_per_pass", None),
-        )
+        return self._predict_logits([net.module_ for net in self.estimators_], X)
+
+    def _predict_logits(self, modules: Sequence[nn.Module], X: np.ndarray) -> np.ndarray:
+        """Logits of ``modules`` through the estimator's cached grouped predictor.
+
+        The grouped network is built on the first prediction after a fit (or after
+        unpickling) and rebuilt only when the modules or their weights change.
+        """
+        size = getattr(self, "max_members_per_pass", None)
+        predictor = getattr(self, "_member_predictor", None)
+        if predictor is None or predictor.max_members_per_pass != size:
+            predictor = MemberPredictor(size)  # not kept: predicting leaves self unchanged
+        return predictor(modules, X, self.predict_batch_size)
 
     def predict_member_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of every member.
@@ -542,6 +563,51 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                     io.BytesIO(value.data), map_location=location, weights_only=False
                 )
         super().__setstate__(state)
+
+
+def _checkpoint_plan(estimator: Any) -> tuple[np.ndarray, Any] | None:
+    """Validated ``(epochs, directory)`` of the trajectory to record, or None."""
+    epochs = resolve_checkpoint_epochs(estimator.checkpoint_epochs, int(estimator.max_epochs))
+    directory = estimator.checkpoint_dir
+    if directory is not None and not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(f"checkpoint_dir must be None or a folder path, got {directory!r}.")
+    if epochs is None:
+        return None
+    return epochs, directory
+
+
+def _checkpoint_store(
+    estimator: Any, n_members: int, n_existing: int
+) -> CheckpointStore | None:
+    plan = estimator._checkpoint_plan
+    if plan is None:
+        return None
+    epochs, directory = plan
+    if n_existing and not np.array_equal(getattr(estimator, "checkpoint_epochs_", None),
+                                         epochs):
+        raise ValueError(
+            "warm_start=True with checkpoint_epochs needs the existing members to have been "
+            "fitted with the same checkpoint_epochs."
+        )
+    return CheckpointStore(n_members, epochs, directory)
+
+
+def _set_checkpoints(estimator: Any, store: CheckpointStore | None, n_existing: int) -> None:
+    """Publish the recorded trajectory as ``checkpoints_`` (and drop a stale one)."""
+    if store is None:
+        for name in ("checkpoints_", "checkpoint_buffers_", "checkpoint_epochs_"):
+            if hasattr(estimator, name):
+                delattr(estimator, name)
+        return
+    if store.params is None or not store.filled[n_existing:].all():
+        raise RuntimeError("training ended before every requested checkpoint was recorded")
+    if n_existing:
+        store.params[:n_existing] = estimator.checkpoints_[:n_existing]
+        store.buffers[:n_existing] = estimator.checkpoint_buffers_[:n_existing]
+    store.flush()
+    estimator.checkpoints_ = store.params
+    estimator.checkpoint_buffers_ = store.buffers
+    estimator.checkpoint_epochs_ = store.epochs.copy()
 
 
 class _TorchBytes:

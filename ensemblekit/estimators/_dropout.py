@@ -69,6 +69,15 @@ class DropoutClassifier(BaseNeuralClassifier):
         Rows evaluated at once at prediction time.
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    checkpoint_epochs : None, "all", int or list of int, default=None
+        Record each trained network's trajectory: its flattened parameters (all
+        weights and biases) after these zero-based epochs, in ``checkpoints_``.
+        ``"all"``: every epoch; an int ``k``: every ``k``-th epoch (epochs ``k-1,
+        2k-1, ...``); a list: those epochs, each in ``[0, max_epochs - 1]``.
+        Both engines record the same vectors. See :mod:`ensemblekit.landscape`.
+    checkpoint_dir : str or path-like or None, default=None
+        Folder where ``checkpoints_`` is memory-mapped (a ``.npy`` file per fit)
+        instead of held in memory; created if missing.
     random_state : int, RandomState instance or None, default=None
         Source of the run seeds; a run's seed fixes its initialisation, data order,
         training dropout and the masks of its samples.
@@ -102,6 +111,16 @@ class DropoutClassifier(BaseNeuralClassifier):
         log-probabilities); predictions turn them into probabilities.
     n_samples_ : int
         Thinned networks per run used at prediction time.
+    checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
+        Only with ``checkpoint_epochs``: flat parameters of each trained network
+        (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
+        an ``np.memmap`` when ``checkpoint_dir`` is given.
+    checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
+        Only with ``checkpoint_epochs``: the BatchNorm running means and variances
+        at the same checkpoints (no columns without BatchNorm), kept apart from the
+        parameters.
+    checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
+        Zero-based epochs of the checkpoints.
 
     See Also
     --------
@@ -144,6 +163,8 @@ class DropoutClassifier(BaseNeuralClassifier):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        checkpoint_epochs: Any = None,
+        checkpoint_dir: Any = None,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -159,6 +180,8 @@ class DropoutClassifier(BaseNeuralClassifier):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.checkpoint_epochs = checkpoint_epochs
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
