@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Pages whose blocks train several ensembles (a few seconds each on two cores).
-SLOW_PAGES = {"README.md", "metrics.md", "posteriors.md", "user_guide.md"}
+SLOW_PAGES = {"README.md", "landscape.md", "metrics.md", "posteriors.md", "user_guide.md"}
 
 FENCE = re.compile(
     r"(?P<marker><!--\s*doctest:\s*skip\s*(?P<reason>[^>]*?)\s*-->\s*\n)?"

@@ -61,7 +61,8 @@ def public_objects() -> list[tuple[str, object]]:
             if inspect.isclass(obj):
                 for attr, value in vars(obj).items():
                     if not attr.startswith("_") and (
-                        inspect.isfunction(value) or isinstance(value, property)
+                        inspect.isfunction(value)
+                        or isinstance(value, (property, classmethod, staticmethod))
                     ):
                         found.append((f"{module_name}.{name}.{attr}", value))
     return found
