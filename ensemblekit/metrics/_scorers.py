@@ -25,7 +25,15 @@ from ._calibration import (
     expected_calibration_error,
 )
 from ._diversity import mean_pairwise_disagreement
-from ._information import js_diversity
+from ._information import js_diversity, mutual_information
+from ._ood import (
+    expected_entropy,
+    fpr_at_95_tpr,
+    max_probability,
+    ood_aupr,
+    ood_auroc,
+    predictive_entropy,
+)
 from ._validation import check_member_proba, encode_labels, to_numpy
 
 ScoreFunc = Callable[[np.ndarray, "np.ndarray | None"], float]
@@ -37,11 +45,11 @@ _SUPPORTED = (
 )
 
 
-def _member_proba_source(estimator: Any, X: Any, scorer_name: str) -> tuple[Any, Any]:
-    """Find the ensemble behind ``estimator`` and the input it sees.
+def _member_proba_source(estimator: Any, Xs: tuple, scorer_name: str) -> tuple[Any, tuple]:
+    """Find the ensemble behind ``estimator`` and the inputs ``Xs`` as it sees them.
 
-    A Pipeline passes ``X`` through the ``transform`` of every step but the last, as its own
-    ``predict`` does, and hands over to its last step; a fitted search hands over to its
+    A Pipeline passes each input through the ``transform`` of every step but the last, as its
+    own ``predict`` does, and hands over to its last step; a fitted search hands over to its
     ``best_estimator_``. Both nest in any order.
     """
     chain = []
@@ -49,12 +57,12 @@ def _member_proba_source(estimator: Any, X: Any, scorer_name: str) -> tuple[Any,
     while True:
         chain.append(type(current).__name__)
         if callable(getattr(current, "predict_member_proba", None)):
-            return current, X
+            return current, Xs
         if isinstance(current, Pipeline):
             for _, step in current.steps[:-1]:
                 if step is None or isinstance(step, str):  # "passthrough"
                     continue
-                X = step.transform(X)
+                Xs = tuple(step.transform(X) for X in Xs)
             current = current.steps[-1][1]
             if current is None or isinstance(current, str):
                 chain.append(repr(current))
@@ -97,7 +105,7 @@ class _MemberProbaScorer:
         return f"get_scorer({self.name!r})"
 
     def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
-        ensemble, X = _member_proba_source(estimator, X, self.name)
+        ensemble, (X,) = _member_proba_source(estimator, (X,), self.name)
         owner = f"{type(ensemble).__name__}.predict_member_proba(X)"
         member_proba = check_member_proba(ensemble.predict_member_proba(X), name=owner)
         classes = to_numpy(ensemble.classes_)
@@ -293,3 +301,99 @@ def get_scorer(scoring: Any) -> Any:
                 f"added to scikit-learn's are {get_scorer_names(ensemble_only=True)}."
             )
     return _sklearn_get_scorer(scoring)
+
+
+def _neg_fpr_at_95_tpr(scores_in: Any, scores_out: Any, *, higher_is_ood: bool) -> float:
+    return -fpr_at_95_tpr(scores_in, scores_out, higher_is_ood=higher_is_ood)
+
+
+# name -> (per-example score of member probabilities, whether higher means more likely OOD)
+_OOD_SCORES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]] = {
+    "mutual_information": (mutual_information, True),
+    "predictive_entropy": (predictive_entropy, True),
+    "expected_entropy": (expected_entropy, True),
+    "max_probability": (max_probability, False),
+}
+_OOD_METRICS: dict[str, Callable[..., float]] = {
+    "auroc": ood_auroc,
+    "aupr": ood_aupr,
+    "neg_fpr_at_95_tpr": _neg_fpr_at_95_tpr,
+}
+
+
+class _OODScorer:
+    """Score how well an uncertainty score separates ``X`` from a fixed OOD set."""
+
+    def __init__(self, X_ood: Any, score: str, metric: str) -> None:
+        self.X_ood = X_ood
+        self.score = score
+        self.metric = metric
+
+    def __repr__(self) -> str:
+        shape = getattr(self.X_ood, "shape", None)
+        what = f"X_ood of shape {tuple(shape)}" if shape is not None else "X_ood"
+        return f"make_ood_scorer({what}, score={self.score!r}, metric={self.metric!r})"
+
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+        name = f"{self.metric} of {self.score}"
+        ensemble, (X_in, X_out) = _member_proba_source(estimator, (X, self.X_ood), name)
+        score_func, higher_is_ood = _OOD_SCORES[self.score]
+        owner = f"{type(ensemble).__name__}.predict_member_proba"
+        s_in = score_func(check_member_proba(ensemble.predict_member_proba(X_in), name=owner))
+        s_out = score_func(
+            check_member_proba(ensemble.predict_member_proba(X_out), name=owner + "(X_ood)")
+        )
+        return float(_OOD_METRICS[self.metric](s_in, s_out, higher_is_ood=higher_is_ood))
+
+
+def make_ood_scorer(
+    X_ood: Any, *, score: str = "mutual_information", metric: str = "auroc"
+) -> Callable[..., float]:
+    """Scorer of out-of-distribution detection against a fixed set of OOD inputs.
+
+    The scorer ``scorer(estimator, X, y=None)`` treats ``X`` (e.g. the test fold of a
+    cross-validation) as in-distribution and ``X_ood`` as out-of-distribution, computes the
+    per-example ``score`` of the ensemble on both from ``predict_member_proba`` and returns
+    ``metric`` of the two groups; ``y`` is ignored. It finds the ensemble in a Pipeline
+    (both inputs go through the same transforms) or a fitted search like the scorers of
+    :func:`get_scorer`.
+
+    Parameters
+    ----------
+    X_ood : array-like
+        Out-of-distribution inputs, in the format the estimator takes (before any Pipeline
+        step).
+    score : {"mutual_information", "predictive_entropy", "expected_entropy", \
+"max_probability"}, default="mutual_information"
+        The per-example score: :func:`mutual_information`, :func:`predictive_entropy`,
+        :func:`expected_entropy`, or :func:`max_probability` (a confidence: lower means more
+        likely OOD, which the scorer takes into account).
+    metric : {"auroc", "aupr", "neg_fpr_at_95_tpr"}, default="auroc"
+        :func:`ood_auroc`, :func:`ood_aupr` (OOD inputs positive), or minus
+        :func:`fpr_at_95_tpr` (OOD inputs positive), negated so that higher is better.
+
+    Returns
+    -------
+    callable
+        The scorer; it pickles with ``X_ood``.
+
+    Raises
+    ------
+    ValueError
+        If ``score`` or ``metric`` is unknown (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.metrics import make_ood_scorer
+    >>> make_ood_scorer(np.zeros((20, 64)), metric="aupr")
+    make_ood_scorer(X_ood of shape (20, 64), score='mutual_information', metric='aupr')
+    >>> from sklearn.model_selection import cross_validate
+    >>> scores = cross_validate(clf, X_in, y_in,  # doctest: +SKIP
+    ...                         scoring={"ood_auroc": make_ood_scorer(X_ood)})
+    """
+    if score not in _OOD_SCORES:
+        raise ValueError(f"score must be one of {sorted(_OOD_SCORES)}, got {score!r}.")
+    if metric not in _OOD_METRICS:
+        raise ValueError(f"metric must be one of {sorted(_OOD_METRICS)}, got {metric!r}.")
+    return _OODScorer(X_ood, score, metric)
