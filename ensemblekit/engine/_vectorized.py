@@ -38,6 +38,7 @@ from ._sequential import (
     train_seed,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, split_targets, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -319,22 +320,29 @@ def _write_optimizer_state(
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
     """A function of (outputs (M, B, C), targets (M, B)) returning each member's loss."""
     crit = nets[0].criterion_
+    weighted = type(crit) is SampleWeightedLoss and not crit.log_input
+    if weighted:
+        crit = crit.loss
     fast = (
         type(crit) is nn.CrossEntropyLoss
         and crit.weight is None
-        and crit.reduction == "mean"
-        and all(type(net.criterion_) is nn.CrossEntropyLoss for net in nets)
+        and (crit.reduction == "mean" or weighted)
+        and all(type(net.criterion_) is type(nets[0].criterion_) for net in nets)
     )
     if fast:
         smoothing = float(crit.label_smoothing)
 
         def cross_entropy(out: Tensor, yb: Tensor) -> Tensor:
-            m, b = yb.shape
+            labels, weights = split_targets(yb)
+            m, b = labels.shape
             per_sample = nn.functional.cross_entropy(
-                out.reshape(m * b, -1), yb.reshape(-1), reduction="none",
+                out.reshape(m * b, -1), labels.reshape(-1), reduction="none",
                 label_smoothing=smoothing,
-            )
-            return per_sample.view(m, b).mean(dim=1)
+            ).view(m, b)
+            if weights is None:
+                return per_sample.mean(dim=1)
+            weights = weights.to(per_sample.dtype)
+            return (per_sample * weights).sum(dim=1) / weights.sum(dim=1)
 
         return cross_entropy
 
@@ -357,6 +365,7 @@ class _Config:
     precision: str
     channels_last: bool
     lr_schedule: Schedule | None = None
+    bootstrap_weights: Tensor | None = None
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -447,7 +456,8 @@ def _train_stacked(
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
             order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap) for s in seeds
+                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights)
+                for s in seeds
             ]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
@@ -508,6 +518,7 @@ def fit_vectorized(
     channels_last: bool | None = None,
     lr_schedule: Schedule | None = None,
     initialize: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -546,6 +557,8 @@ def fit_vectorized(
     initialize : bool, default=True
         Build each member from its seed first; ``False`` when the caller already
         did so with :func:`initialize_member`.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Per-row loss weights, as in :func:`fit_sequential`.
 
     Returns
     -------
@@ -571,9 +584,14 @@ def fit_vectorized(
         precision=precision,
         channels_last=bool(channels_last) and X.ndim == 4,
         lr_schedule=lr_schedule,
+        bootstrap_weights=getattr(nets[0].get_params_for("iterator_train").get("sampler"),
+                                  "weights", None),
     )
     Xd = torch.as_tensor(X).to(device)
-    yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+    if sample_weight is None:
+        yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+    else:
+        yd = torch.as_tensor(weighted_targets(y, sample_weight)).to(device)
     size = len(nets) if max_members_per_pass is None else min(max_members_per_pass, len(nets))
     forms = []
     start = 0
@@ -610,6 +628,7 @@ def train_members(
     augment: Augment | None = None,
     precision: str = "fp32",
     lr_schedule: Schedule | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> EngineChoice:
     """Train member nets with the requested engine, falling back where needed.
 
@@ -623,10 +642,11 @@ def train_members(
         As in :func:`fit_vectorized`.
     engine : {"auto", "sequential", "vectorized"}, default="auto"
         The engine to use.
-    max_members_per_pass, augment, precision, lr_schedule
-        As in :func:`fit_vectorized`; ``augment`` and ``lr_schedule`` also apply to
-        the sequential engine (through :class:`AugmentCallback` and
-        :class:`LRScheduleCallback`), ``precision`` does not.
+    max_members_per_pass, augment, precision, lr_schedule, sample_weight
+        As in :func:`fit_vectorized`; ``augment``, ``lr_schedule`` and
+        ``sample_weight`` also apply to the sequential engine (through
+        :class:`AugmentCallback` and :class:`LRScheduleCallback`), ``precision``
+        does not.
 
     Returns
     -------
@@ -652,6 +672,7 @@ def train_members(
                     nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
                     augment=augment, precision=precision, lr_schedule=lr_schedule,
                     initialize=False,  # the members were built from their seeds for the probe
+                    sample_weight=sample_weight,
                 )
             except GroupingError as exc:
                 # fit_sequential builds every member again from its seed.
@@ -675,5 +696,5 @@ def train_members(
         for net in nets:
             net.callbacks = [*(net.callbacks or []),
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
-    fit_sequential(nets, X, y, seeds, progress)
+    fit_sequential(nets, X, y, seeds, progress, sample_weight)
     return EngineChoice("sequential", reason)
