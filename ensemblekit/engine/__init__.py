@@ -15,7 +15,9 @@ reproduced their outputs and gradients; one that fails in training falls back
 (grouped, then ``vmap``, then sequential).
 """
 
+from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -49,20 +51,25 @@ from ._vectorized import (
     vectorization_blocker,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
     "ENGINES",
     "PRECISIONS",
     "AugmentCallback",
+    "CheckpointCallback",
+    "CheckpointStore",
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "SampleWeightedLoss",
     "StepSchedule",
     "VmapNetwork",
     "augment_seed",
@@ -79,9 +86,11 @@ __all__ = [
     "predict_logits_sequential",
     "predict_member_logits",
     "reset_module_parameters",
+    "resolve_checkpoint_epochs",
     "seeded_torch",
     "stack_members",
     "train_members",
     "train_seed",
     "vectorization_blocker",
+    "weighted_targets",
 ]

@@ -16,7 +16,6 @@ from ..engine import (
     derive_seed,
     fit_sequential,
     predict_logits_sequential,
-    predict_member_logits,
 )
 from ..posteriors import (
     CheckpointCollector,
@@ -143,6 +142,15 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Rows evaluated at once at prediction time.
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    checkpoint_epochs : None, "all", int or list of int, default=None
+        Record each trained network's trajectory: its flattened parameters (all
+        weights and biases) after these zero-based epochs, in ``checkpoints_``.
+        ``"all"``: every epoch; an int ``k``: every ``k``-th epoch (epochs ``k-1,
+        2k-1, ...``); a list: those epochs, each in ``[0, max_epochs - 1]``.
+        Both engines record the same vectors. See :mod:`ensemblekit.landscape`.
+    checkpoint_dir : str or path-like or None, default=None
+        Folder where ``checkpoints_`` is memory-mapped (a ``.npy`` file per fit)
+        instead of held in memory; created if missing.
     random_state : int, RandomState instance or None, default=None
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, held-out rows and samples.
@@ -150,6 +158,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -178,6 +192,21 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
         Device the runs were trained on.
+    checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
+        Only with ``checkpoint_epochs``: flat parameters of each trained network
+        (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
+        an ``np.memmap`` when ``checkpoint_dir`` is given.
+    checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
+        Only with ``checkpoint_epochs``: the BatchNorm running means and variances
+        at the same checkpoints (no columns without BatchNorm), kept apart from the
+        parameters.
+    checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
+        Zero-based epochs of the checkpoints.
+    output_kind_ : {"logits", "proba", "log_proba"}
+        What the module returns, found at ``fit`` from the criterion and the
+        module's outputs on a few training rows (skorch's conventions:
+        ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
+        log-probabilities); predictions turn them into probabilities.
 
     Notes
     -----
@@ -225,9 +254,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        checkpoint_epochs: Any = None,
+        checkpoint_dir: Any = None,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -250,9 +282,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.checkpoint_epochs = checkpoint_epochs
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -332,6 +367,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         networks: list[nn.Module] = []
         tries, accepted = [], []
@@ -342,7 +378,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                 train_rows, valid_rows = self._split(len(X), seed)
                 net.set_params(iterator_train__sampler=MemberSampler(len(train_rows), seed))
             X_train = X[train_rows]
-            fit_sequential([net], X_train, y[train_rows], [seed], progress)
+            fit_sequential([net], X_train, y[train_rows], [seed], progress,
+                           None if sample_weight is None else sample_weight[train_rows])
             refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
             X_refresh = X_train[refresh_rows(len(X_train), self.bn_update_size, refresh)]
             generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
@@ -429,4 +466,4 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
-        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)
+        return self._predict_logits(self.sample_networks_, X)
