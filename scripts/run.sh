@@ -4,11 +4,16 @@
 #   bash scripts/run.sh test      the test suite
 #   bash scripts/run.sh docs      build the documentation (warnings are errors, gallery run)
 #   bash scripts/run.sh setup     only the set-up
+#   bash scripts/run.sh test-min  a fast subset of the tests at the declared minimum versions
+#                                 (its own environment .venv-min; see scripts/test_min.sh)
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 job="${1:-example}"
+if [ "$job" = "test-min" ]; then
+    exec bash scripts/test_min.sh
+fi
 venv="${VENV:-.venv}"
 torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 
@@ -30,5 +35,5 @@ case "$job" in
         rm -rf docs/_build docs/generated docs/auto_examples
         "$py" -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
         echo "documentation built in docs/_build/html" ;;
-    *) echo "unknown job '$job': use example, test, docs or setup" >&2; exit 2 ;;
+    *) echo "unknown job '$job': use example, test, test-min, docs or setup" >&2; exit 2 ;;
 esac

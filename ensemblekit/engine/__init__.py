@@ -51,6 +51,7 @@ from ._vectorized import (
     vectorization_blocker,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -68,6 +69,7 @@ __all__ = [
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "SampleWeightedLoss",
     "StepSchedule",
     "VmapNetwork",
     "augment_seed",
@@ -90,4 +92,5 @@ __all__ = [
     "train_members",
     "train_seed",
     "vectorization_blocker",
+    "weighted_targets",
 ]

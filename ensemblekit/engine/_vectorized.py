@@ -38,6 +38,7 @@ from ._sequential import (
     train_seed,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, split_targets, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -253,12 +254,13 @@ def stack_members(
     'grouped'
     """
     modules = list(modules)
-    if len(tuple(sample_shape)) not in (1, 3):
-        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors nor "
-               "(C, H, W) images")
+    if len(tuple(sample_shape)) not in (1, 2, 3):
+        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors, "
+               "(C, L) sequences nor (C, H, W) images")
     else:
         try:
-            grouped = group_modules(modules, channels_last=channels_last)
+            grouped = group_modules(modules, channels_last=channels_last,
+                                    sequence_maps=len(tuple(sample_shape)) == 2)
             check_grouped(grouped, modules, sample_shape, training=training)
             return grouped, "grouped"
         except GroupingError as exc:
@@ -339,22 +341,29 @@ def _write_optimizer_state(
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
     """A function of (outputs (M, B, C), targets (M, B)) returning each member's loss."""
     crit = nets[0].criterion_
+    weighted = type(crit) is SampleWeightedLoss and not crit.log_input
+    if weighted:
+        crit = crit.loss
     fast = (
         type(crit) is nn.CrossEntropyLoss
         and crit.weight is None
-        and crit.reduction == "mean"
-        and all(type(net.criterion_) is nn.CrossEntropyLoss for net in nets)
+        and (crit.reduction == "mean" or weighted)
+        and all(type(net.criterion_) is type(nets[0].criterion_) for net in nets)
     )
     if fast:
         smoothing = float(crit.label_smoothing)
 
         def cross_entropy(out: Tensor, yb: Tensor) -> Tensor:
-            m, b = yb.shape
+            labels, weights = split_targets(yb)
+            m, b = labels.shape
             per_sample = nn.functional.cross_entropy(
-                out.reshape(m * b, -1), yb.reshape(-1), reduction="none",
+                out.reshape(m * b, -1), labels.reshape(-1), reduction="none",
                 label_smoothing=smoothing,
-            )
-            return per_sample.view(m, b).mean(dim=1)
+            ).view(m, b)
+            if weights is None:
+                return per_sample.mean(dim=1)
+            weights = weights.to(per_sample.dtype)
+            return (per_sample * weights).sum(dim=1) / weights.sum(dim=1)
 
         return cross_entropy
 
@@ -377,6 +386,7 @@ class _Config:
     precision: str
     channels_last: bool
     lr_schedule: Schedule | None = None
+    bootstrap_weights: Tensor | None = None
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -467,7 +477,8 @@ def _train_stacked(
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
             order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap) for s in seeds
+                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights)
+                for s in seeds
             ]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
@@ -528,6 +539,7 @@ def fit_vectorized(
     channels_last: bool | None = None,
     lr_schedule: Schedule | None = None,
     initialize: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -566,6 +578,8 @@ def fit_vectorized(
     initialize : bool, default=True
         Build each member from its seed first; ``False`` when the caller already
         did so with :func:`initialize_member`.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Per-row loss weights, as in :func:`fit_sequential`.
 
     Returns
     -------
@@ -591,9 +605,14 @@ def fit_vectorized(
         precision=precision,
         channels_last=bool(channels_last) and X.ndim == 4,
         lr_schedule=lr_schedule,
+        bootstrap_weights=getattr(nets[0].get_params_for("iterator_train").get("sampler"),
+                                  "weights", None),
     )
     Xd = torch.as_tensor(X).to(device)
-    yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+    if sample_weight is None:
+        yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+    else:
+        yd = torch.as_tensor(weighted_targets(y, sample_weight)).to(device)
     size = len(nets) if max_members_per_pass is None else min(max_members_per_pass, len(nets))
     forms = []
     start = 0
@@ -630,6 +649,7 @@ def train_members(
     augment: Augment | None = None,
     precision: str = "fp32",
     lr_schedule: Schedule | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> EngineChoice:
     """Train member nets with the requested engine, falling back where needed.
 
@@ -661,6 +681,8 @@ def train_members(
     lr_schedule : callable or None, default=None
         As in :func:`fit_vectorized`; also applied by the sequential engine (through
         :class:`LRScheduleCallback`).
+    sample_weight : ndarray of shape (n_samples,) or None, default=None
+        As in :func:`fit_vectorized`; also applied by the sequential engine.
 
     Returns
     -------
@@ -686,6 +708,7 @@ def train_members(
                     nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
                     augment=augment, precision=precision, lr_schedule=lr_schedule,
                     initialize=False,  # the members were built from their seeds for the probe
+                    sample_weight=sample_weight,
                 )
             except GroupingError as exc:
                 # fit_sequential builds every member again from its seed.
@@ -709,5 +732,5 @@ def train_members(
         for net in nets:
             net.callbacks = [*(net.callbacks or []),
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
-    fit_sequential(nets, X, y, seeds, progress)
+    fit_sequential(nets, X, y, seeds, progress, sample_weight)
     return EngineChoice("sequential", reason)

@@ -122,6 +122,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -220,6 +226,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -244,6 +251,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -308,8 +316,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
-        fit_sequential(nets, X, y, seeds, progress)
+        fit_sequential(nets, X, y, seeds, progress, sample_weight)
         networks: list[torch.nn.Module] = []
         moments = []
         for net, seed in zip(nets, seeds):
