@@ -1034,8 +1034,9 @@ def reproduce(recipe: Recipe, out: str | os.PathLike[str], *, data_home: str | N
         if stop_after == name:
             log(f"stopped after phase {name!r}; run again to continue")
             return None
+    figures = draw_figures(recipe, results, out)
     summary = summarise(recipe, data, results, record, device, time.perf_counter() - started)
-    write_outputs(recipe, results, summary, out)
+    write_outputs(recipe, summary, figures, out)
     log(f"report: {out / 'report.md'}")
     return summary
 
@@ -1566,8 +1567,8 @@ def setup_differences(r: Recipe) -> list[str]:
 def _time_line(compute: dict[str, Any]) -> str:
     load = compute["environment"]["load_average"][0]
     if compute["resumed"]:
-        return (f"The phases took {compute['phase_seconds']:.0f} s of wall time when computed "
-                f"(some in an earlier, interrupted invocation); this invocation "
+        return (f"The phases took {compute['phase_seconds']:.0f} s of wall time when computed; "
+                f"this invocation loaded finished phases from the cache and took "
                 f"{compute['total_seconds']:.0f} s. Load average at the end: {load:.2f}.")
     return (f"Wall time {compute['total_seconds']:.0f} s from scratch (CPU time "
             f"{compute['total_cpu_seconds']:.0f} s); load average at the end {load:.2f}.")
@@ -1748,8 +1749,8 @@ def render_report(r: Recipe, s: dict[str, Any], figures: dict[str, bool]) -> str
     return "\n".join(L)
 
 
-def write_outputs(r: Recipe, res: dict[str, Any], summary: dict[str, Any], out: Path) -> None:
-    """``results.json``, the PNG figures and ``report.md``."""
+def draw_figures(r: Recipe, res: dict[str, Any], out: Path) -> dict[str, bool]:
+    """The PNG figures; which were drawn."""
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, bool] = {}
     figure_similarity(r, res, out / "similarity.png")
@@ -1763,6 +1764,12 @@ def write_outputs(r: Recipe, res: dict[str, Any], summary: dict[str, Any], out: 
     figure_shift(r, res["shift"], out / "shift.png")
     figures["shift"] = True
     figures["landscape"] = figure_landscape(r, res["landscape"], out / "landscape.png")
+    return figures
+
+
+def write_outputs(r: Recipe, summary: dict[str, Any], figures: dict[str, bool],
+                  out: Path) -> None:
+    """``results.json`` and ``report.md``."""
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     (out / "report.md").write_text(render_report(r, summary, figures))
 
