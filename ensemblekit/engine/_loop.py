@@ -321,9 +321,10 @@ def fit_vectorized(
         try:
             forms.append(_train_group(nets[group], seeds[group], Xd, yd, cfg, progress))
         except torch.cuda.OutOfMemoryError:
-            if device.type != "cuda" or size == 1:
+            if size == 1:
                 raise
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             size = (size + 1) // 2
             warnings.warn(
                 f"Out of GPU memory; training {size} members per pass instead.",
