@@ -19,12 +19,23 @@ Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 def augment_seed(seed: int) -> int:
-    """Seed of a member's data-augmentation draws."""
+    """Seed of a member's data-augmentation draws.
+
+    Parameters
+    ----------
+    seed : int
+        The member's seed.
+
+    Returns
+    -------
+    int
+        A seed independent of the member's initialisation and training seeds.
+    """
     return derive_seed(seed, _AUGMENT_STREAM)
 
 
 class AugmentCallback(Callback):
-    """skorch callback applying an augmentation to each training batch in place.
+    """Apply an augmentation to each training batch in place (a skorch callback).
 
     Gives the sequential engine the ``augment`` hook of the vectorised engine: the
     draws come from a generator seeded with :func:`augment_seed`, so on the CPU both
