@@ -111,7 +111,9 @@ sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
-    "ignore_pattern": r"(__init__|quickstart)\.py$",
+    # Only plot_*.py files are gallery examples; other scripts in examples/ are plain
+    # command-line programs (quickstart.py, for instance).
+    "ignore_pattern": r"[\\/](?!plot_)[^\\/]*\.py$",
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,
