@@ -80,7 +80,8 @@ numpydoc_validation_exclude = {
 # -- Cross-references to other projects --------------------------------------------------
 # CI reaches package registries only, so inventories are never fetched at build time
 # unless asked for: a vendored inventory in docs/_intersphinx/<name>.inv is used when
-# present, and ENSEMBLEKIT_DOCS_ONLINE=1 fetches the live ones. Otherwise intersphinx
+# present (docs/scripts/fetch_intersphinx.py writes them where there is internet), and
+# ENSEMBLEKIT_DOCS_ONLINE=1 fetches the live ones. Otherwise intersphinx
 # has nothing to load and references to these projects render as plain text.
 _INTERSPHINX_URLS = {
     "python": "https://docs.python.org/3",
