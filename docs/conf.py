@@ -114,7 +114,7 @@ sphinx_gallery_conf = {
     "filename_pattern": r"/plot_",
     # Only plot_*.py files are gallery examples; other scripts in examples/ are plain
     # command-line programs (quickstart.py, for instance).
-    "ignore_pattern": r"[\\/](?!plot_)[^\\/]*\.py$",
+    "ignore_pattern": r"(^|[\\/])(?!plot_)[^\\/]*\.py$",
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,

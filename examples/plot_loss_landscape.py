@@ -59,10 +59,12 @@ print(f"final networks of different runs: cosine {cos[pairs].mean():.3f}, "
 # %%
 # A path between two members
 # --------------------------
-# The straight line between members 0 and 1 crosses a region of high loss; the Bezier
-# curve, whose bend is trained to minimise the loss along it, finds a low-loss tunnel.
-# The disagreement with either end still rises along both: the points in between are
-# different functions, not one mode.
+# The straight line between members 0 and 1 crosses a region of high loss, where the
+# networks in between disagree with both ends far more than the ends disagree with
+# each other. The Bezier curve, whose bend is trained to minimise the loss along it,
+# finds a low-loss tunnel; its points still disagree with each end about as much as
+# the two ends disagree with each other, so the tunnel joins the two solutions in
+# weight space without making them one function.
 from ensemblekit.plotting import LossLandscapeDisplay
 
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
