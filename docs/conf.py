@@ -52,7 +52,7 @@ myst_heading_anchors = 3
 # -- API reference ------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "none"  # numpydoc sections carry the types
 add_module_names = False
 
