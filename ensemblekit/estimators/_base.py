@@ -12,7 +12,7 @@ import inspect
 import io
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +32,14 @@ from ..engine import (
     predict_member_logits,
 )
 from ..models import MLP
+from ._cache import MemberCache
+from ._parallel import (
+    check_n_jobs,
+    fit_new_members,
+    member_records,
+    resolve_devices,
+    set_member_state,
+)
 from ._validation import check_float, check_int, resolve_device
 
 #: Prefixes of parameters routed to the members' components, as in skorch.
@@ -81,6 +89,11 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     (:meth:`_n_members`) and may change how members are trained
     (:meth:`_fit_members`) and evaluated (:meth:`_member_logits`).
     """
+
+    #: How the fitted attributes other than ``estimators_`` split into members and
+    #: join back (see ``_parallel.MEMBER_KINDS``); the member cache and the member
+    #: groups trained in parallel carry them.
+    _member_attributes: ClassVar[dict[str, str]] = {}
 
     # ----------------------------------------------------------- parameters
     def _store_routed(self, routed: dict[str, Any]) -> None:
@@ -154,6 +167,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
+        check_n_jobs(self.n_jobs)
+        resolve_devices(self.devices)
+        MemberCache.from_memory(self.memory)
 
     # ----------------------------------------------------------- data
     def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -305,6 +321,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     def _bootstrap(self) -> bool:
         return False
 
+    def _trains_jointly(self) -> bool:
+        """Whether members trained together are faster than one by one."""
+        return False
+
     def fit(self, X: Any, y: Any) -> BaseNeuralClassifier:
         """Train the members.
 
@@ -340,17 +360,11 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=2,
                 )
                 return self
-        new_seeds = seeds[len(existing):]
-        progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
-        try:
-            nets = [
-                self._make_member(int(s), len(existing) + i, X, device, progress, self._bootstrap())
-                for i, s in enumerate(new_seeds)
-            ]
-            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress)
-        finally:
-            progress.close()
-        self.estimators_ = existing + nets
+        kept = member_records(self, existing)
+        # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
+        records, device = fit_new_members(self, X, y, seeds[len(existing):], len(existing),
+                                          device)
+        set_member_state(self, kept + records)
         self.seeds_ = seeds
         self.device_ = device
         return self

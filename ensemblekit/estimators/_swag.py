@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -95,6 +95,23 @@ class SWAGClassifier(BaseNeuralClassifier):
         Rows evaluated at once at prediction time (and per BatchNorm refresh pass).
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    n_jobs : int or None, default=None
+        Groups of runs trained at the same time through :class:`joblib.Parallel`:
+        loky worker processes by default, the workers of a Dask cluster inside
+        ``joblib.parallel_backend("dask")``. ``None`` means 1 unless a joblib backend
+        context sets it; ``-1`` means all CPUs. The runs equal those of ``n_jobs=1``.
+        Ignored when ``devices`` is given.
+    devices : "all", list of str or None, default=None
+        Shard the runs over these devices (one group and one worker process per
+        device) and gather them on the first one after training; ``"all"`` means
+        every visible CUDA device (the CPU when there is none). ``None`` trains on
+        ``device``.
+    memory : str, joblib.Memory or None, default=None
+        Cache of trained runs, as in :class:`sklearn.pipeline.Pipeline`: a folder
+        or a :class:`joblib.Memory` whose folder is used. Each run is stored under
+        a key of everything that determines it (data, parameters, its seed) and
+        loaded instead of trained when asked for again, so a ``GridSearchCV`` over
+        ``n_estimators`` trains each run once. Needs an integer ``random_state``.
     random_state : int, RandomState instance or None, default=None
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, posterior draws and refresh rows.
@@ -128,7 +145,11 @@ class SWAGClassifier(BaseNeuralClassifier):
     input_shape_ : tuple of int
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
-        Device the runs were trained on.
+        Device the runs are on: ``device``, or the first of ``devices``.
+    n_members_trained_ : int
+        Runs the last call to :meth:`fit` trained.
+    n_members_loaded_ : int
+        Runs the last call to :meth:`fit` loaded from ``memory``.
 
     Notes
     -----
@@ -174,6 +195,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        n_jobs: int | None = None,
+        devices: Any = None,
+        memory: Any = None,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -196,6 +220,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.n_jobs = n_jobs
+        self.devices = devices
+        self.memory = memory
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -242,6 +269,11 @@ class SWAGClassifier(BaseNeuralClassifier):
             )
         # Public ``*_`` attributes appear only once fitting succeeds.
         self._swa_schedule = (swa_start, max_rank)
+
+    _member_attributes: ClassVar[dict[str, str]] = {
+        "moments_": "item", "sample_networks_": "chunk",
+        "swa_start_": "shared", "max_rank_": "shared",
+    }
 
     def _n_members(self) -> int:
         return int(self.n_estimators)
