@@ -4,8 +4,18 @@ The sequential engine trains one skorch net per member; the vectorised engine
 stacks all members into one grouped network and trains them in one batched pass.
 Every engine draws a member's initial weights, data order and dropout masks from
 the member's seed alone, so engines are interchangeable.
+
+Every random draw a member makes in training (dropout layers, functional dropout,
+noise drawn in a forward method) comes from the member's own stream, so members do
+not depend on which members share their pass. On the CPU the stacked forms
+reproduce the sequential engine's draws exactly; on CUDA the grouped dropout masks
+depend on the member's seed alone but differ from those of CUDA's fused dropout
+kernel. A stacked form is used only after a training step on copies of the members
+reproduced their outputs and gradients; one that fails in training falls back
+(grouped, then ``vmap``, then sequential).
 """
 
+from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
@@ -46,6 +56,8 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "AugmentCallback",
+    "CheckpointCallback",
+    "CheckpointStore",
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
@@ -70,6 +82,7 @@ __all__ = [
     "predict_logits_sequential",
     "predict_member_logits",
     "reset_module_parameters",
+    "resolve_checkpoint_epochs",
     "seeded_torch",
     "stack_members",
     "train_members",

@@ -229,7 +229,13 @@ class GroupedDropout(nn.Module):
             grouped = mask.view(shape[0], m, shape[1] // m, *shape[2:])
             parts = [grouped[:, k] for k in range(m)]
         for part, g in zip(parts, gens):
-            part.bernoulli_(keep, generator=g)
+            if part.is_contiguous():
+                part.bernoulli_(keep, generator=g)
+            else:
+                # Drawn in the member's own (contiguous) layout: some CPU kernels fill
+                # in memory order, and a channels-last part would get another mask.
+                own = torch.empty(part.shape, device=part.device, dtype=part.dtype)
+                part.copy_(own.bernoulli_(keep, generator=g))
         return x * mask.div_(keep)
 
     def extra_repr(self) -> str:
@@ -366,6 +372,23 @@ class GroupedNetwork(nn.Module):
         for layer in self.body.modules():
             if isinstance(layer, GroupedDropout):
                 layer.generators = generators
+
+    def set_training_seeds(self, seeds: Sequence[int] | None) -> None:
+        """Draw member ``m``'s dropout masks from a generator seeded by ``seeds[m]``.
+
+        On the CPU the masks equal those ``nn.Dropout`` draws from torch's global
+        generator seeded the same way (the sequential engine's stream); CUDA's fused
+        dropout kernel draws differently, so there the masks depend on the member's
+        seed alone but are not the sequential engine's.
+        """
+        if seeds is None:
+            self.set_generators(None)
+            return
+        first = next(iter(self.body.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+        gen_device = device if device.type == "cuda" else torch.device("cpu")
+        self.set_generators([torch.Generator(device=gen_device).manual_seed(int(s))
+                             for s in seeds])
 
     def named_member_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """``(member parameter name, grouped parameter)`` pairs."""
@@ -504,6 +527,7 @@ def check_grouped(
     n_samples: int = 3,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    training: bool = False,
 ) -> None:
     """Check that a stacked network computes each member's own forward pass.
 
@@ -511,10 +535,27 @@ def check_grouped(
     member (so that any mixing of members shows), in full float32 (TF32 off, so
     that GPU rounding does not hide or fake a difference).
 
+    With ``training=True`` it also runs one training step on copies of the network
+    and of the members (training mode, forward and backward, a batch size unlike
+    the number of members and not 1) and requires, for every member:
+
+    * the same outputs and the same parameter gradients as the member's own
+      training step on its own batch: operations over the batch axis that run only
+      in training (batch means, batch-size-dependent scaling, custom
+      normalisations) must act per member;
+    * no draw from torch's global generators: every random number a training
+      forward pass draws must come from the member's own stream (see
+      :meth:`GroupedNetwork.set_training_seeds`), or the members would depend on
+      which members share their pass. ``nn.Dropout`` and ``nn.Dropout2d`` are
+      switched off for the comparison (their grouped masks come from the members'
+      generators by construction); any other draw is compared with the member's
+      forward pass under the same seed.
+
     Raises
     ------
     GroupingError
-        When the outputs differ or the stacked forward fails.
+        When the outputs or gradients differ, the stacked forward or backward pass
+        fails, or the training forward pass draws from torch's global generators.
     """
     modules = list(modules)
     first = next(iter(modules[0].state_dict().values()), None)
@@ -534,16 +575,85 @@ def check_grouped(
                 raise GroupingError(f"the grouped forward pass failed: {exc}") from exc
             for m, mod in enumerate(modules):
                 ref = mod(x[m])
-                if not isinstance(ref, Tensor) or stacked[m].shape != ref.shape:
-                    raise GroupingError("the grouped output does not have the members' shape")
-                scale = float(ref.abs().max()) if ref.numel() else 0.0
-                if not torch.allclose(stacked[m].float(), ref.float(), rtol=rtol,
-                                      atol=atol * max(1.0, scale)):
-                    raise GroupingError(
-                        "the grouped network does not reproduce the members' outputs (a layer "
-                        "or an operation in a forward method mixes channels or samples)"
-                    )
+                _compare(stacked[m], ref, rtol, atol, "outputs", "evaluation")
     finally:
         network.train(was_training)
         for mod, mode in zip(modules, modes):
             mod.train(mode)
+    if training:
+        _check_training_step(network, modules, sample_shape, rtol, atol)
+
+
+def _compare(got: Tensor, ref: object, rtol: float, atol: float, what: str,
+             mode: str) -> None:
+    if not isinstance(ref, Tensor) or got.shape != ref.shape:
+        raise GroupingError(f"the stacked {what} do not have the members' shape in {mode} mode")
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    if not torch.allclose(got.float(), ref.float(), rtol=rtol, atol=atol * max(1.0, scale)):
+        raise GroupingError(
+            f"the stacked network does not reproduce the members' {what} in {mode} mode "
+            "(a layer or an operation in a forward method mixes channels or samples)"
+        )
+
+
+def _switch_off_grouped_dropout(module: nn.Module) -> None:
+    for layer in module.modules():
+        if type(layer) in (nn.Dropout, nn.Dropout2d, GroupedDropout):
+            layer.p = 0.0
+
+
+def _check_training_step(
+    network: nn.Module,
+    modules: Sequence[nn.Module],
+    sample_shape: Sequence[int],
+    rtol: float,
+    atol: float,
+) -> None:
+    """The training-mode part of :func:`check_grouped` (on copies: nothing is changed)."""
+    from ._randomness import MemberStream, global_rng_state, same_rng_state
+
+    n_members = len(modules)
+    members = [copy.deepcopy(mod).train() for mod in modules]
+    stacked_net = copy.deepcopy(network).train()
+    for part in [*members, stacked_net, *getattr(stacked_net, "_template", [])]:
+        _switch_off_grouped_dropout(part)
+    first = next(iter(modules[0].state_dict().values()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    # A batch size equal to neither the number of members nor 1, so that an operation
+    # over the wrong axis, or one that depends on the batch size, shows.
+    batch = 3 if n_members != 3 else 4
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n_members, batch, *sample_shape, generator=gen).to(device)
+    seeds = [1000 + m for m in range(n_members)]
+    stacked_net.set_training_seeds(seeds)
+    with _full_fp32():
+        before = global_rng_state(device)
+        try:
+            out = stacked_net(x)
+            weights = torch.randn(out.shape, generator=gen).to(device)
+            (out.float() * weights).sum().backward()
+        except Exception as exc:
+            raise GroupingError(f"the stacked training step failed: {exc}") from exc
+        if not same_rng_state(before, global_rng_state(device)):
+            raise GroupingError(
+                "the training forward pass draws random numbers from torch's global "
+                "generator (functional dropout or noise in a forward method), which one "
+                "stacked pass cannot split by member"
+            )
+        stacked_params = dict(stacked_net.named_member_parameters())
+        for m, member in enumerate(members):
+            with MemberStream(seeds[m], device).active():
+                ref = member(x[m])
+            _compare(out[m].detach(), ref.detach(), rtol, atol, "outputs", "training")
+            (ref.float() * weights[m]).sum().backward()
+            for name, p in member.named_parameters():
+                sp = stacked_params.get(name)
+                if p.grad is None and (sp is None or sp.grad is None):
+                    continue
+                if p.grad is None or sp is None or sp.grad is None:
+                    raise GroupingError(
+                        f"the stacked training step does not give {name} a gradient as "
+                        "the members do"
+                    )
+                got = stacked_net.member_slice(sp.grad, m, p.shape)
+                _compare(got, p.grad, 1e-3, 1e-4, f"gradients ({name})", "training")

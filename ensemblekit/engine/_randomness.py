@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -127,3 +127,73 @@ def seeded_torch(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
+
+
+def global_rng_state(device: torch.device | None = None) -> list[torch.Tensor]:
+    """Snapshot of torch's global generators: the CPU one and, on CUDA, the device's.
+
+    Two equal snapshots taken around a block show that the block drew no random
+    number from the global generators.
+    """
+    states = [torch.get_rng_state()]
+    if device is not None and device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def same_rng_state(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
+    """Whether two snapshots of :func:`global_rng_state` are equal."""
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+class MemberStream:
+    """A member's training-time random stream, as torch's global generators see it.
+
+    The sequential engine trains a member with torch's global generators seeded by
+    the member's training seed (CPU and CUDA alike, :func:`seeded_torch`); any draw
+    a forward pass makes (``nn.Dropout``, ``F.dropout``, ``torch.randn_like``, an
+    in-place ``normal_``) comes from that stream. A stacked form that runs a
+    member's forward inside :meth:`active` continues the same stream, whatever
+    other members share the pass.
+
+    Parameters
+    ----------
+    seed : int
+        The seed of the stream (a member's training seed).
+    device : torch.device, optional
+        The device the member trains on; a CUDA device gets its own stream too.
+
+    Examples
+    --------
+    >>> a, b = MemberStream(5), MemberStream(5)
+    >>> with a.active():
+    ...     x = torch.rand(2)
+    >>> with b.active():
+    ...     y = torch.rand(2)
+    >>> with a.active():
+    ...     z = torch.rand(2)
+    >>> bool(torch.equal(x, y)), bool(torch.equal(x, z))
+    (True, False)
+    """
+
+    def __init__(self, seed: int, device: torch.device | None = None) -> None:
+        self.cpu = torch.Generator().manual_seed(int(seed))
+        self.device = device if device is not None and device.type == "cuda" else None
+        self.cuda = (torch.Generator(device=self.device).manual_seed(int(seed))
+                     if self.device is not None else None)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Run a block drawing from this stream through torch's global generators."""
+        saved = global_rng_state(self.device)
+        torch.set_rng_state(self.cpu.get_state())
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda.get_state(), self.device)
+        try:
+            yield
+        finally:
+            self.cpu.set_state(torch.get_rng_state())
+            torch.set_rng_state(saved[0])
+            if self.cuda is not None:
+                self.cuda.set_state(torch.cuda.get_rng_state(self.device))
+                torch.cuda.set_rng_state(saved[1], self.device)

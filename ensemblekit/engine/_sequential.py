@@ -101,6 +101,10 @@ def fit_sequential(
         sampler = net.get_params_for("iterator_train").get("sampler")
         if sampler is not None and hasattr(sampler, "reset"):
             sampler.reset()
+        # A DataLoader draws a worker base seed from torch's global generator each epoch;
+        # its own generator keeps the member's training stream for the forward passes
+        # alone, the stream every stacked form reproduces.
+        net.iterator_train__generator = torch.Generator()
         initialize_member(net, seed)
         with seeded_torch(train_seed(seed)):
             net.partial_fit(X, y)

@@ -24,6 +24,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 from torch import Tensor, nn
 
+from ._checkpoints import CheckpointCallback, checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
@@ -73,7 +74,7 @@ ELEMENTWISE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
 # DataLoader arguments that do not change which rows form a batch.
 _HARMLESS_ITERATOR_ARGS = (
     "sampler", "batch_size", "drop_last", "num_workers", "pin_memory",
-    "persistent_workers", "prefetch_factor", "timeout",
+    "persistent_workers", "prefetch_factor", "timeout", "generator",
 )
 
 _AUGMENT_STREAM = 13
@@ -139,7 +140,8 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
     names = []
     for entry in net.callbacks or []:
         name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
-        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback)):
+        if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback,
+                           CheckpointCallback)):
             continue
         names.append(str(name))
     return names
@@ -190,6 +192,7 @@ def stack_members(
     *,
     allow_vmap: bool = True,
     channels_last: bool = False,
+    training: bool = False,
 ) -> tuple[GroupedNetwork | VmapNetwork, str]:
     """Stack member modules into one network, grouped if possible, else with ``vmap``.
 
@@ -203,6 +206,10 @@ def stack_members(
         Fall back to :class:`VmapNetwork` when grouping fails.
     channels_last : bool, default=False
         Channels-last layout for a grouped network on image inputs.
+    training : bool, default=False
+        Also check a training step (training-mode outputs, gradients, and random
+        draws taken from each member's own stream, see :func:`check_grouped`):
+        required before training the stacked network, not for evaluating it.
 
     Returns
     -------
@@ -230,7 +237,7 @@ def stack_members(
     else:
         try:
             grouped = group_modules(modules, channels_last=channels_last)
-            check_grouped(grouped, modules, sample_shape)
+            check_grouped(grouped, modules, sample_shape, training=training)
             return grouped, "grouped"
         except GroupingError as exc:
             why = str(exc)
@@ -238,7 +245,7 @@ def stack_members(
         raise GroupingError(f"cannot group the members: {why}")
     try:
         stacked = VmapNetwork(modules)
-        check_grouped(stacked, modules, sample_shape)
+        check_grouped(stacked, modules, sample_shape, training=training)
     except GroupingError as exc:
         raise GroupingError(f"cannot group the members ({why}) nor vmap them ({exc})") from exc
     except Exception as exc:
@@ -368,17 +375,54 @@ def _train_group(
     cfg: _Config,
     progress: Progress | None,
 ) -> str:
+    """Train one group of members together, grouped if possible, else with ``vmap``.
+
+    A grouped network that passed its checks but fails while training is replaced
+    by the ``vmap`` form (the members are only written at the end, so they are
+    untouched); a ``vmap`` form that fails raises :class:`GroupingError`.
+    """
     modules = [net.module_ for net in nets]
     sample_shape = tuple(X.shape[1:])
-    stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last)
+    stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last,
+                                  training=True)
+    try:
+        return _train_stacked(stacked, form, nets, seeds, X, y, cfg, progress)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        if not isinstance(stacked, GroupedNetwork):
+            raise GroupingError(f"training failed in the {form} form: {exc}") from exc
+        why = f"the grouped form failed in training: {exc}"
+    try:
+        stacked = VmapNetwork(modules)
+        check_grouped(stacked, modules, sample_shape, training=True)
+        return _train_stacked(stacked, f"vmap ({why})", nets, seeds, X, y, cfg, progress)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        raise GroupingError(f"{why}; the vmap form failed too: {exc}") from exc
+
+
+def _train_stacked(
+    stacked: GroupedNetwork | VmapNetwork,
+    form: str,
+    nets: Sequence[NeuralNet],
+    seeds: Sequence[int],
+    X: Tensor,
+    y: Tensor,
+    cfg: _Config,
+    progress: Progress | None,
+) -> str:
+    modules = [net.module_ for net in nets]
+    sample_shape = tuple(X.shape[1:])
     stacked.train()
     optimizer = _build_optimizer(stacked, nets[0])
     losses_of = _member_losses(nets)
     device = cfg.device
     gen_device = device if device.type == "cuda" else torch.device("cpu")
-    stacked.set_generators([
-        torch.Generator(device=gen_device).manual_seed(train_seed(s)) for s in seeds
-    ])
+    # Every training-time draw of member m comes from its own stream, seeded as the
+    # sequential engine seeds torch's global generator for it.
+    stacked.set_training_seeds([train_seed(int(s)) for s in seeds])
     aug_gens = [torch.Generator(device=gen_device).manual_seed(augment_seed(s)) for s in seeds]
     n = X.shape[0]
     m = len(nets)
@@ -387,8 +431,9 @@ def _train_group(
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    # Operations drawing from torch's global RNG (vmap's dropout, functional dropout in a
-    # custom forward) get a stream fixed by the group's seeds.
+    recorders = [checkpoint_callback(net) for net in nets]
+    # The checks refuse forms that draw from torch's global generator in training; this
+    # keeps anything they cannot see (a draw in only some steps) reproducible at least.
     with seeded_torch(derive_seed(train_seed(seeds[0]), _VMAP_STREAM, m)):
         for epoch in range(cfg.max_epochs):
             start_time = time.perf_counter()
@@ -420,6 +465,11 @@ def _train_group(
             records.append((epoch_losses, n_batches, time.perf_counter() - start_time))
             if progress is not None:
                 progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
+            if any(r is not None and r.wants(epoch) for r in recorders):
+                stacked.write_members(modules)  # trajectories see what the members hold
+                for recorder, module in zip(recorders, modules):
+                    if recorder is not None:
+                        recorder.record(epoch, module)
     stacked.write_members(modules)
     _write_optimizer_state(stacked, optimizer, nets)
     for net in nets:
@@ -433,6 +483,9 @@ def _train_group(
             net.history.record("train_loss", epoch_losses[k])
             net.history.record("train_batch_count", n_batches)
             net.history.record("dur", duration)
+    if getattr(stacked, "member_by_member", False):
+        form += (" [training draws random numbers: each member's forward pass runs "
+                 "under its own stream]")
     return form
 
 
@@ -584,19 +637,24 @@ def train_members(
                 initialize_member(net, int(seed))
             probe = [net.module_ for net in nets[: max_members_per_pass or len(nets)]]
             try:
-                stack_members(probe, X.shape[1:])
+                stack_members(probe, X.shape[1:], training=True)
             except GroupingError as exc:
                 blocker = str(exc)
         if blocker is None:
-            form = fit_vectorized(
-                nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
-                augment=augment, precision=precision, lr_schedule=lr_schedule,
-                initialize=False,  # the members were built from their seeds for the probe
-            )
-            if engine == "vectorized" and form.startswith("vmap"):
-                warnings.warn(f"The vectorised engine runs with {form}.", UserWarning,
-                              stacklevel=2)
-            return EngineChoice("vectorized", form)
+            try:
+                form = fit_vectorized(
+                    nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
+                    augment=augment, precision=precision, lr_schedule=lr_schedule,
+                    initialize=False,  # the members were built from their seeds for the probe
+                )
+            except GroupingError as exc:
+                # fit_sequential builds every member again from its seed.
+                blocker = f"the vectorised engine failed in training ({exc})"
+            else:
+                if engine == "vectorized" and form.startswith("vmap"):
+                    warnings.warn(f"The vectorised engine runs with {form}.", UserWarning,
+                                  stacklevel=2)
+                return EngineChoice("vectorized", form)
         if engine == "vectorized":
             raise ValueError(
                 f"engine='vectorized' cannot train these members: {blocker}. "
@@ -665,7 +723,7 @@ def predict_member_logits(
         group = modules[first : first + size]
         try:
             grouped, _ = stack_members(group, X.shape[1:], allow_vmap=False,
-                                       channels_last=X.ndim == 4)
+                                       channels_last=X.ndim == 4, training=False)
         except GroupingError:
             parts.append(predict_logits_sequential(group, X, batch_size))
             continue

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ._grouped import GroupingError
+from ._randomness import MemberStream
 
 __all__ = ["VmapNetwork"]
 
@@ -21,6 +22,17 @@ class VmapNetwork(nn.Module):
     throughput of a grouped network in measurements) but it accepts any layer
     that ``vmap`` supports. Networks with buffers (BatchNorm running statistics)
     are refused: ``vmap`` cannot update them in place per member.
+
+    Random draws in training (``nn.Dropout``, ``F.dropout``, noise such as
+    ``torch.randn_like`` or an in-place ``normal_``) cannot be split by member inside
+    one ``vmap`` call: ``vmap(randomness="different")`` draws every member's numbers
+    from one global stream, so a member's masks would depend on which members share
+    its pass. Once :meth:`set_training_seeds` is called, a training forward pass is
+    therefore tried under ``vmap(randomness="error")``; a network that draws random
+    numbers runs member by member instead, each member under its own
+    :class:`~ensemblekit.engine._randomness.MemberStream`, which continues exactly the
+    stream the sequential engine gives the member. Such members are the sequential
+    engine's members, whatever the grouping.
 
     Parameters
     ----------
@@ -53,10 +65,24 @@ class VmapNetwork(nn.Module):
                                          for k in self.names])
         # The template is kept out of the module tree: its own weights are never used.
         self._template = [copy.deepcopy(modules[0]).to("meta")]
+        self._streams: list[MemberStream] | None = None
+        #: Whether training forward passes run member by member (they draw random numbers).
+        self.member_by_member = False
         self.train(modules[0].training)
 
-    def set_generators(self, generators: Sequence[torch.Generator] | None) -> None:
-        """Accepted for symmetry; ``vmap`` draws dropout masks from torch's global RNG."""
+    def set_training_seeds(self, seeds: Sequence[int] | None) -> None:
+        """Draw member ``m``'s training randomness from a stream seeded by ``seeds[m]``.
+
+        ``None`` returns to one ``vmap(randomness="different")`` call over torch's
+        global generator (draws then depend on the grouping).
+        """
+        if seeds is None:
+            self._streams = None
+            return
+        if len(seeds) != self.n_members:
+            raise ValueError(f"need {self.n_members} seeds, got {len(seeds)}")
+        device = self.stacked[0].device if len(self.stacked) else torch.device("cpu")
+        self._streams = [MemberStream(int(s), device) for s in seeds]
 
     def named_member_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """``(member parameter name, stacked parameter)`` pairs."""
@@ -70,7 +96,22 @@ class VmapNetwork(nn.Module):
             return functional_call(template, params, (xm,))
 
         params = dict(zip(self.names, self.stacked))
-        return vmap(one, randomness="different")(params, x)
+        if not (self.training and self._streams is not None):
+            return vmap(one, randomness="different")(params, x)
+        if not self.member_by_member:
+            try:
+                return vmap(one, randomness="error")(params, x)
+            except RuntimeError as exc:
+                # Raised at the first random operation, before anything was drawn.
+                if "random" not in str(exc):
+                    raise
+                self.member_by_member = True
+        outputs = []
+        for m, stream in enumerate(self._streams):
+            with stream.active():
+                own = {name: p[m] for name, p in params.items()}
+                outputs.append(functional_call(template, own, (x[m],)))
+        return torch.stack(outputs)
 
     @torch.no_grad()
     def write_members(self, modules: Sequence[nn.Module]) -> None:

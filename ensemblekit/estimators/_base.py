@@ -8,31 +8,45 @@ axis and its reduction to one predictive distribution.
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import io
+import numbers
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 from torch import nn
 
 from ..engine import (
+    CheckpointCallback,
+    CheckpointStore,
     MemberSampler,
     ModuleCopy,
     Progress,
     ProgressCallback,
     draw_member_seeds,
     predict_member_logits,
+    resolve_checkpoint_epochs,
 )
 from ..models import MLP
 from ._cache import MemberCache
+from ._outputs import (
+    LogProbaCriterion,
+    outputs_to_log_proba,
+    outputs_to_proba,
+    predict_nonlinearity,
+)
 from ._parallel import (
     check_n_jobs,
     fit_new_members,
@@ -40,6 +54,7 @@ from ._parallel import (
     resolve_devices,
     set_member_state,
 )
+from ._probe import probe_member
 from ._validation import check_float, check_int, resolve_device
 
 #: Prefixes of parameters routed to the members' components, as in skorch.
@@ -88,6 +103,14 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     that they pass to :meth:`_store_routed`; they say how many members to train
     (:meth:`_n_members`) and may change how members are trained
     (:meth:`_fit_members`) and evaluated (:meth:`_member_logits`).
+
+    Before training, ``fit`` builds the first member from its seed and runs it on a
+    few training rows: a failing forward pass (e.g. channels-last images), an output
+    width other than the number of classes, or outputs that contradict the criterion
+    raise a ``ValueError`` there. The module may return logits (with
+    ``CrossEntropyLoss``, the default), probabilities or log-probabilities (with
+    ``NLLLoss``, as in skorch); ``output_kind_`` records which, and every prediction
+    method turns them into probabilities.
     """
 
     #: How the fitted attributes other than ``estimators_`` split into members and
@@ -124,7 +147,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     def set_params(self, **params: Any) -> BaseNeuralClassifier:
         """Set parameters, routed ``prefix__name`` parameters included.
 
-        Routed names are checked when :meth:`fit` runs, as every other parameter.
+        Names are checked as in scikit-learn: a name that is neither a parameter
+        nor routed (``prefix__name`` with a prefix such as ``module``) raises at
+        once. The values, routed ones included, are checked when :meth:`fit` runs.
 
         Parameters
         ----------
@@ -135,8 +160,19 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : estimator
             The estimator.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name, with the closest valid name.
         """
         names = set(self._get_param_names())
+        # The name of the ``**kwargs`` catch-all is in the signature too: scikit-learn's
+        # checks pass it, and it is refused by ``fit`` like any unknown routed name.
+        signature = set(inspect.signature(type(self).__init__).parameters)
+        for key in params:
+            if key not in names and key not in signature and not _is_routed(key):
+                raise ValueError(self._invalid_parameter_message(key))
         own = {key: value for key, value in params.items() if key in names}
         routed = {key: value for key, value in params.items() if key not in names}
         if own:
@@ -145,15 +181,27 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             self._routed = {**self._routed_params(), **routed}
         return self
 
+    def _invalid_parameter_message(self, key: str) -> str:
+        valid = sorted(self._get_param_names())
+        prefix, sep, rest = key.partition("__")
+        if sep:
+            close = difflib.get_close_matches(prefix, ROUTED_PREFIXES, n=1)
+            guess = f"{close[0]}__{rest}" if close else None
+        else:
+            close = difflib.get_close_matches(key, valid, n=1)
+            guess = close[0] if close else None
+        hint = f" Did you mean {guess!r}?" if guess else ""
+        routed = ", ".join(f"{p}__" for p in ROUTED_PREFIXES)
+        return (
+            f"Invalid parameter {key!r} for estimator {type(self).__name__}.{hint} Valid "
+            f"parameters are: {valid!r}, and parameters routed to the members, which start "
+            f"with one of {routed}."
+        )
+
     def _validate_params_common(self) -> None:
         for key in self._routed_params():
-            prefix = key.split("__", 1)[0]
-            if "__" not in key or prefix not in ROUTED_PREFIXES:
-                valid = ", ".join(f"{p}__" for p in ROUTED_PREFIXES)
-                raise ValueError(
-                    f"Unknown parameter {key!r}: routed parameters must start with one of "
-                    f"{valid}."
-                )
+            if not _is_routed(key):
+                raise ValueError(self._invalid_parameter_message(key))
             if key in _RESERVED_ROUTED:
                 raise ValueError(
                     f"{key} cannot be set: each member draws its own data order from its "
@@ -162,11 +210,14 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         check_int("max_epochs", self.max_epochs)
         check_int("batch_size", self.batch_size)
         check_int("predict_batch_size", self.predict_batch_size)
-        check_int("verbose", self.verbose, min_value=0)
+        # Booleans count as 0 and 1, as in scikit-learn.
+        verbose = int(self.verbose) if isinstance(self.verbose, (bool, np.bool_)) else self.verbose
+        check_int("verbose", verbose, min_value=0)
         check_float("lr", self.lr)
         if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
+        self._checkpoint_plan = _checkpoint_plan(self)
         check_n_jobs(self.n_jobs)
         resolve_devices(self.devices)
         MemberCache.from_memory(self.memory)
@@ -277,16 +328,32 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         device: str,
         progress: Progress | None,
         bootstrap: bool = False,
+        output_kind: str = "logits",
     ) -> NeuralNetClassifier:
         module, module_kwargs = self._module_spec(X)
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
+        if "criterion__weight" in routed:
+            routed["criterion__weight"] = _class_weight(routed["criterion__weight"],
+                                                        len(self.classes_))
+        criterion = nn.CrossEntropyLoss if self.criterion is None else self.criterion
+        nll = isinstance(criterion, nn.NLLLoss) or (
+            isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
+        )
+        if output_kind == "log_proba" and nll:
+            # skorch would take the log of these outputs once more.
+            routed["criterion__loss"] = criterion
+            criterion = LogProbaCriterion
         callbacks: list[Any] = [copy.deepcopy(cb) for cb in (self.callbacks or [])]
         callbacks += self._member_callbacks(seed)
+        store = getattr(self, "_checkpoint_store", None)
+        if store is not None:
+            callbacks.append(("ensemblekit_trajectory", CheckpointCallback(store, index)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
         return NeuralNetClassifier(
             module=module,
-            criterion=nn.CrossEntropyLoss if self.criterion is None else self.criterion,
+            criterion=criterion,
+            predict_nonlinearity=predict_nonlinearity(output_kind),
             optimizer=self.optimizer,
             lr=self.lr,
             max_epochs=self.max_epochs,
@@ -345,7 +412,6 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         growing = bool(getattr(self, "warm_start", False)) and hasattr(self, "estimators_")
         X, y = self._validate_training_data(X, y, reset=not growing)
         device = resolve_device(self.device)
-        seeds = draw_member_seeds(self.random_state, n_members)
         existing: list[NeuralNetClassifier] = list(self.estimators_) if growing else []
         if growing:
             if n_members < len(existing):
@@ -360,18 +426,36 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=2,
                 )
                 return self
+            seeds = _grow_seeds(self.random_state, self.seeds_[: len(existing)], n_members)
+        else:
+            seeds = draw_member_seeds(self.random_state, n_members)
+        new_seeds = seeds[len(existing):]
+        output_kind = probe_member(
+            self._make_member(int(new_seeds[0]), len(existing), X, device, None),
+            int(new_seeds[0]), X, len(self.classes_),
+        )
+        if growing and output_kind != getattr(self, "output_kind_", "logits"):
+            raise ValueError(
+                f"warm_start=True needs the module outputs of the first fit "
+                f"({self.output_kind_}), but the module now returns {output_kind}."
+            )
+        store = _checkpoint_store(self, n_members, len(existing))
         kept = member_records(self, existing)
         # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
-        records, device = fit_new_members(self, X, y, seeds[len(existing):], len(existing),
-                                          device)
+        records, device = fit_new_members(self, X, y, new_seeds, len(existing), device,
+                                          output_kind, store)
+        _set_checkpoints(self, store, len(existing))
         set_member_state(self, kept + records)
         self.seeds_ = seeds
         self.device_ = device
+        self.output_kind_ = output_kind
         return self
 
     # ----------------------------------------------------------- prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
-        """Logits of every member (or posterior sample), shape (n_members, n_samples, C).
+        """Outputs of every member (or posterior sample), shape (n_members, n_samples, C).
+
+        They are logits, probabilities or log-probabilities, as ``output_kind_`` says.
 
         The members are evaluated together through one grouped network when their
         modules allow it, member by member otherwise.
@@ -393,10 +477,15 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         proba : ndarray of shape (n_members, n_samples, n_classes)
-            Softmax outputs of each member; columns follow ``classes_``.
+            Probabilities of each member (the softmax of logits or log-probabilities,
+            probability outputs as they are); columns follow ``classes_``.
         """
         X = self._validate_predict_data(X)
-        return softmax(self._member_logits(X))
+        return outputs_to_proba(self._member_logits(X), self._output_kind())
+
+    def _output_kind(self) -> str:
+        # Estimators pickled before the output kind was recorded returned logits.
+        return getattr(self, "output_kind_", "logits")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Predictive distribution: the mean of the member probabilities.
@@ -412,6 +501,28 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             Columns follow ``classes_``.
         """
         return self.predict_member_proba(X).mean(axis=0)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of the predictive distribution, computed without underflow.
+
+        ``log(mean_m p_m) = logsumexp_m(log p_m) - log M`` with each member's
+        log-probabilities taken from its outputs directly (a log-softmax of logits),
+        so classes whose probability underflows to 0 in :meth:`predict_proba` keep a
+        finite log-probability.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs shaped like the training inputs.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        X = self._validate_predict_data(X)
+        member = outputs_to_log_proba(self._member_logits(X), self._output_kind())
+        return logsumexp(member, axis=0) - np.log(len(member))
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class under the predictive distribution.
@@ -457,6 +568,51 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__(state)
 
 
+def _checkpoint_plan(estimator: Any) -> tuple[np.ndarray, Any] | None:
+    """Validated ``(epochs, directory)`` of the trajectory to record, or None."""
+    epochs = resolve_checkpoint_epochs(estimator.checkpoint_epochs, int(estimator.max_epochs))
+    directory = estimator.checkpoint_dir
+    if directory is not None and not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(f"checkpoint_dir must be None or a folder path, got {directory!r}.")
+    if epochs is None:
+        return None
+    return epochs, directory
+
+
+def _checkpoint_store(
+    estimator: Any, n_members: int, n_existing: int
+) -> CheckpointStore | None:
+    plan = estimator._checkpoint_plan
+    if plan is None:
+        return None
+    epochs, directory = plan
+    if n_existing and not np.array_equal(getattr(estimator, "checkpoint_epochs_", None),
+                                         epochs):
+        raise ValueError(
+            "warm_start=True with checkpoint_epochs needs the existing members to have been "
+            "fitted with the same checkpoint_epochs."
+        )
+    return CheckpointStore(n_members, epochs, directory)
+
+
+def _set_checkpoints(estimator: Any, store: CheckpointStore | None, n_existing: int) -> None:
+    """Publish the recorded trajectory as ``checkpoints_`` (and drop a stale one)."""
+    if store is None:
+        for name in ("checkpoints_", "checkpoint_buffers_", "checkpoint_epochs_"):
+            if hasattr(estimator, name):
+                delattr(estimator, name)
+        return
+    if store.params is None or not store.filled[n_existing:].all():
+        raise RuntimeError("training ended before every requested checkpoint was recorded")
+    if n_existing:
+        store.params[:n_existing] = estimator.checkpoints_[:n_existing]
+        store.buffers[:n_existing] = estimator.checkpoint_buffers_[:n_existing]
+    store.flush()
+    estimator.checkpoints_ = store.params
+    estimator.checkpoint_buffers_ = store.buffers
+    estimator.checkpoint_epochs_ = store.epochs.copy()
+
+
 class _TorchBytes:
     """A fitted torch object serialised with ``torch.save``."""
 
@@ -481,3 +637,55 @@ def _as_float32(X: np.ndarray) -> np.ndarray:
         X = np.array(X, dtype=np.float32, order="C")
     return X
 
+
+
+def _is_routed(key: str) -> bool:
+    prefix, sep, rest = key.partition("__")
+    return bool(sep) and bool(rest) and prefix in ROUTED_PREFIXES
+
+
+def _grow_seeds(random_state: Any, kept: np.ndarray, n_members: int) -> np.ndarray:
+    """Seeds of a grown ensemble: the kept members' seeds, then fresh ones.
+
+    An integer ``random_state`` gives the new members the seeds a full fit would
+    give them (the seeds are prefix-stable); ``None`` or a ``RandomState`` draws new
+    seeds from it, distinct from the kept ones.
+    """
+    kept = np.asarray(kept, dtype=np.int64)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        fresh = draw_member_seeds(random_state, n_members)[len(kept):]
+    else:
+        rng = check_random_state(random_state)
+        fresh = draw_member_seeds(rng, n_members - len(kept))
+        while np.isin(fresh, kept).any() or len(set(fresh.tolist())) < len(fresh):
+            fresh = draw_member_seeds(rng, n_members - len(kept))
+    return np.concatenate([kept, fresh])
+
+
+def _class_weight(weight: Any, n_classes: int) -> torch.Tensor:
+    """``criterion__weight`` as a float32 tensor of one weight per class.
+
+    The tensor stays on the CPU in the member's parameters (so a member fitted on a
+    GPU unpickles anywhere); skorch moves the criterion, weight included, to the
+    member's device.
+    """
+    try:
+        if isinstance(weight, torch.Tensor):
+            values = weight.detach().to("cpu", torch.float64).numpy()
+        else:
+            values = np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"criterion__weight must be a sequence of {n_classes} class weights, got "
+            f"{weight!r}."
+        ) from exc
+    if values.ndim != 1 or len(values) != n_classes:
+        raise ValueError(
+            f"criterion__weight must hold one weight per class: y has {n_classes} classes "
+            f"but criterion__weight has shape {values.shape} (weights follow classes_)."
+        )
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(
+            f"criterion__weight must be finite and non-negative, got {values.tolist()}."
+        )
+    return torch.as_tensor(values, dtype=torch.float32)

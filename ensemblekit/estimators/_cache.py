@@ -43,7 +43,7 @@ SUFFIX = ".ekm"
 #: by its type only (``cpu`` or ``cuda``), so members move between GPUs freely.
 NOT_IN_KEY = frozenset({
     "n_estimators", "n_jobs", "devices", "device", "memory", "verbose",
-    "random_state", "warm_start", "max_members_per_pass",
+    "random_state", "warm_start", "max_members_per_pass", "checkpoint_dir",
 })
 
 

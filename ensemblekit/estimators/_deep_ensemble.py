@@ -103,6 +103,15 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
     warm_start : bool, default=False
         When refitting with a larger ``n_estimators``, keep the fitted members and
         train only the new ones; they get the seeds a full fit would give them.
+    checkpoint_epochs : None, "all", int or list of int, default=None
+        Record each trained network's trajectory: its flattened parameters (all
+        weights and biases) after these zero-based epochs, in ``checkpoints_``.
+        ``"all"``: every epoch; an int ``k``: every ``k``-th epoch (epochs ``k-1,
+        2k-1, ...``); a list: those epochs, each in ``[0, max_epochs - 1]``.
+        Both engines record the same vectors. See :mod:`ensemblekit.landscape`.
+    checkpoint_dir : str or path-like or None, default=None
+        Folder where ``checkpoints_`` is memory-mapped (a ``.npy`` file per fit)
+        instead of held in memory; created if missing.
     random_state : int, RandomState instance or None, default=None
         Source of the member seeds. Torch's global generator is forked around each
         member, so the caller's random stream is left untouched.
@@ -134,11 +143,26 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         Members the last call to :meth:`fit` trained.
     n_members_loaded_ : int
         Members the last call to :meth:`fit` loaded from ``memory``.
+    output_kind_ : {"logits", "proba", "log_proba"}
+        What the module returns, found at ``fit`` from the criterion and the
+        module's outputs on a few training rows (skorch's conventions:
+        ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
+        log-probabilities); predictions turn them into probabilities.
     engine_ : {"sequential", "vectorized"}
         Engine that trained the last members.
     engine_reason_ : str
         Why: the stacked form the vectorised engine used, or why ``"auto"`` fell
         back to the sequential engine.
+    checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
+        Only with ``checkpoint_epochs``: flat parameters of each trained network
+        (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
+        an ``np.memmap`` when ``checkpoint_dir`` is given.
+    checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
+        Only with ``checkpoint_epochs``: the BatchNorm running means and variances
+        at the same checkpoints (no columns without BatchNorm), kept apart from the
+        parameters.
+    checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
+        Zero-based epochs of the checkpoints.
 
     See Also
     --------
@@ -180,6 +204,8 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         precision: str = "fp32",
         bootstrap: bool = False,
         warm_start: bool = False,
+        checkpoint_epochs: Any = None,
+        checkpoint_dir: Any = None,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -204,6 +230,8 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         self.precision = precision
         self.bootstrap = bootstrap
         self.warm_start = warm_start
+        self.checkpoint_epochs = checkpoint_epochs
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks

@@ -86,6 +86,15 @@ class DropoutClassifier(BaseNeuralClassifier):
         a key of everything that determines it (data, parameters, its seed) and
         loaded instead of trained when asked for again, so a ``GridSearchCV`` over
         ``n_estimators`` trains each run once. Needs an integer ``random_state``.
+    checkpoint_epochs : None, "all", int or list of int, default=None
+        Record each trained network's trajectory: its flattened parameters (all
+        weights and biases) after these zero-based epochs, in ``checkpoints_``.
+        ``"all"``: every epoch; an int ``k``: every ``k``-th epoch (epochs ``k-1,
+        2k-1, ...``); a list: those epochs, each in ``[0, max_epochs - 1]``.
+        Both engines record the same vectors. See :mod:`ensemblekit.landscape`.
+    checkpoint_dir : str or path-like or None, default=None
+        Folder where ``checkpoints_`` is memory-mapped (a ``.npy`` file per fit)
+        instead of held in memory; created if missing.
     random_state : int, RandomState instance or None, default=None
         Source of the run seeds; a run's seed fixes its initialisation, data order,
         training dropout and the masks of its samples.
@@ -115,8 +124,23 @@ class DropoutClassifier(BaseNeuralClassifier):
         Runs the last call to :meth:`fit` trained.
     n_members_loaded_ : int
         Runs the last call to :meth:`fit` loaded from ``memory``.
+    output_kind_ : {"logits", "proba", "log_proba"}
+        What the module returns, found at ``fit`` from the criterion and the
+        module's outputs on a few training rows (skorch's conventions:
+        ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
+        log-probabilities); predictions turn them into probabilities.
     n_samples_ : int
         Thinned networks per run used at prediction time.
+    checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
+        Only with ``checkpoint_epochs``: flat parameters of each trained network
+        (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
+        an ``np.memmap`` when ``checkpoint_dir`` is given.
+    checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
+        Only with ``checkpoint_epochs``: the BatchNorm running means and variances
+        at the same checkpoints (no columns without BatchNorm), kept apart from the
+        parameters.
+    checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
+        Zero-based epochs of the checkpoints.
 
     Notes
     -----
@@ -156,6 +180,8 @@ class DropoutClassifier(BaseNeuralClassifier):
         n_jobs: int | None = None,
         devices: Any = None,
         memory: Any = None,
+        checkpoint_epochs: Any = None,
+        checkpoint_dir: Any = None,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -174,6 +200,8 @@ class DropoutClassifier(BaseNeuralClassifier):
         self.n_jobs = n_jobs
         self.devices = devices
         self.memory = memory
+        self.checkpoint_epochs = checkpoint_epochs
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks

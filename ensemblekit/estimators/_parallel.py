@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import Progress, module_device
+from ..engine import CheckpointStore, Progress, module_device
 from ._cache import MemberCache, member_keys
 from ._validation import resolve_device
 
@@ -143,7 +143,9 @@ def train_group(
     seeds: Sequence[int],
     indices: Sequence[int],
     device: str,
+    output_kind: str,
     progress: Progress | None = None,
+    ship_checkpoints: bool = False,
 ) -> list[dict[str, Any]]:
     """Build and train one group of members; runs wherever joblib sends it.
 
@@ -158,8 +160,13 @@ def train_group(
         Seed and position in the ensemble of each member of the group.
     device : str
         Device the group is trained on.
+    output_kind : {"logits", "proba", "log_proba"}
+        What the module returns (found by the probe in ``fit``).
     progress : Progress, optional
         Progress bar (in this process only).
+    ship_checkpoints : bool, default=False
+        Return the members' recorded trajectories with their records (their rows of
+        the trainer's checkpoint store, which stays behind in a worker process).
 
     Returns
     -------
@@ -171,11 +178,17 @@ def train_group(
     # and torch refuses to share memory with a read-only array.
     X, y = np.require(X, requirements="W"), np.require(y, requirements="W")
     nets = [
-        trainer._make_member(int(s), int(i), X, device, progress, trainer._bootstrap())
+        trainer._make_member(int(s), int(i), X, device, progress, trainer._bootstrap(),
+                             output_kind)
         for s, i in zip(seeds, indices)
     ]
     trainer._fit_members(nets, X, y, [int(s) for s in seeds], bar)
-    return member_records(trainer, nets)
+    records = member_records(trainer, nets)
+    store = getattr(trainer, "_checkpoint_store", None)
+    if ship_checkpoints and store is not None:
+        for record, index in zip(records, indices):
+            record["checkpoints"] = _get_rows(store, int(index))
+    return records
 
 
 def fit_new_members(
@@ -185,6 +198,8 @@ def fit_new_members(
     seeds: Sequence[int],
     first: int,
     device: str,
+    output_kind: str = "logits",
+    store: CheckpointStore | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Load or train the members of ``seeds``: the single dispatch point of ``fit``.
 
@@ -207,6 +222,11 @@ def fit_new_members(
         Position in the ensemble of the first of them.
     device : str
         The resolved ``device`` parameter.
+    output_kind : str, default="logits"
+        What the module returns (found by the probe in ``fit``).
+    store : CheckpointStore, optional
+        Where the members' trajectories go (``checkpoint_epochs``), one row per
+        member of the whole ensemble; rows of loaded members come from the cache.
 
     Returns
     -------
@@ -242,6 +262,14 @@ def fit_new_members(
             cache = None
     if cache is not None:
         records = [cache.load(key) for key in keys]
+        for i, record in enumerate(records):
+            if record is None:
+                continue
+            if store is not None:
+                if "checkpoints" not in record:
+                    records[i] = None
+                    continue
+                _put_rows(store, first + i, record.pop("checkpoints"))
     missing = [i for i, record in enumerate(records) if record is None]
     if cache is not None and verbose > 0:
         print(f"[{name}] member cache {cache.folder}: {len(seeds) - len(missing)} loaded, "
@@ -261,13 +289,18 @@ def fit_new_members(
         print(f"[{name}] training {len(missing)} members in {len(groups)} groups over "
               f"{n_workers} {where}")
     trainer = _trainer(estimator)
+    # A worker records trajectories in its own store and ships its rows back.
+    trainer._checkpoint_store = (
+        None if store is None
+        else CheckpointStore(store.n_members, store.epochs) if remote else store
+    )
     epochs = int(estimator.max_epochs)
     progress = Progress(len(missing) * epochs, enabled=verbose > 0)
     try:
         if not remote:
             results: Any = (
                 train_group(trainer, X, y, [seeds[i] for i in group],
-                            [first + i for i in group], dev, progress)
+                            [first + i for i in group], dev, output_kind, progress)
                 for group, dev in zip(groups, group_devices)
             )
         else:
@@ -285,15 +318,22 @@ def fit_new_members(
             )
             results = parallel(
                 joblib.delayed(train_group)(
-                    trainer, X, y, [seeds[i] for i in group], [first + i for i in group], dev
+                    trainer, X, y, [seeds[i] for i in group], [first + i for i in group], dev,
+                    output_kind, ship_checkpoints=True,
                 )
                 for group, dev in zip(groups, group_devices)
             )
         for group, group_records in zip(groups, results):
             for i, record in zip(group, group_records):
-                records[i] = record
+                if store is not None and not remote:
+                    record["checkpoints"] = _get_rows(store, first + i)
                 if cache is not None:
                     cache.store(keys[i], record)
+                if store is not None:
+                    rows = record.pop("checkpoints")
+                    if remote:
+                        _put_rows(store, first + i, rows)
+                records[i] = record
             if remote:
                 progress.advance(len(group) * epochs)
     finally:
@@ -315,6 +355,22 @@ def _trainer(estimator: Any) -> Any:
         if not key.endswith("_") or key.startswith("_") or key in _TRAINER_ATTRIBUTES
     })
     return trainer
+
+
+def _get_rows(store: CheckpointStore, index: int) -> tuple[np.ndarray, np.ndarray]:
+    if store.params is None or store.buffers is None or not store.filled[index].all():
+        raise RuntimeError(f"member {index} ended training without its checkpoints")
+    return store.params[index].copy(), store.buffers[index].copy()
+
+
+def _put_rows(store: CheckpointStore, index: int, rows: tuple[np.ndarray, np.ndarray]) -> None:
+    params, buffers = rows
+    if store.params is None:
+        store.allocate(params.shape[-1], buffers.shape[-1])
+    assert store.params is not None and store.buffers is not None
+    store.params[index] = params
+    store.buffers[index] = buffers
+    store.filled[index] = True
 
 
 def _to_device(record: dict[str, Any], device: str) -> dict[str, Any]:

@@ -37,11 +37,17 @@ class SWAGClassifier(BaseNeuralClassifier):
     collected (not ``max_rank``), ``method`` picks the posterior:
 
     * ``"swa"``: the point estimate :math:`\bar\theta` (one network per run);
-    * ``"diagonal"``: :math:`\theta = \bar\theta + \sqrt{s}\,\sigma\odot z_1`;
-    * ``"lowrank"``: :math:`\theta = \bar\theta + \sqrt{s}\,(\sigma\odot z_1/\sqrt2
-      + D z_2/\sqrt{2(K'-1)})`,
+    * ``"diagonal"``: :math:`\theta = \bar\theta + \sqrt{s}\,\sigma\odot z_1`,
+      i.e. :math:`N(\bar\theta, s\,\Sigma_{diag})`;
+    * ``"lowrank"``: :math:`\theta = \bar\theta + \sqrt{s}\,(\sigma\odot z_1
+      + D z_2/\sqrt{K'-1})`, i.e. :math:`N(\bar\theta, s\,(\Sigma_{diag} +
+      D D^\top/(K'-1)))`,
 
-    with :math:`z_1, z_2` standard normal and ``s = scale``. The ``n_samples``
+    with :math:`z_1, z_2` standard normal, :math:`\Sigma_{diag} = diag(\sigma^2)` and
+    ``s = scale``. The default ``scale=None`` gives the distributions of Maddox et
+    al. (2019): SWAG-Diagonal :math:`N(\bar\theta, \Sigma_{diag})` (``s = 1``) and
+    SWAG :math:`\bar\theta + \Sigma_{diag}^{1/2} z_1/\sqrt2 + D z_2/\sqrt{2(K'-1)}`
+    (``s = 1/2``). The ``n_samples``
     networks of each run are drawn once, at the end of :meth:`fit`, from a
     generator seeded by the run's seed, and every one of them gets its BatchNorm
     statistics recomputed on (at most ``bn_update_size``) training rows. Prediction
@@ -74,9 +80,11 @@ class SWAGClassifier(BaseNeuralClassifier):
         ``min(20, n_collected)``, where ``n_collected`` is the number of epochs
         collected, ``len(range(swa_start, max_epochs, swa_freq))``; an explicit value
         larger than ``n_collected`` is an error.
-    scale : float, default=0.5
-        Multiplier of the covariance (the standard deviations are multiplied by
-        its square root). 0.5 is the value commonly used with SWAG.
+    scale : float or None, default=None
+        Multiplier ``s`` of the whole covariance (the deviations from
+        :math:`\bar\theta` are multiplied by its square root), as in the authors'
+        reference code. ``None`` means the published posterior of ``method``:
+        1 for ``"diagonal"``, 1/2 for ``"lowrank"``. Ignored by ``"swa"``.
     bn_update_size : int or None, default=1024
         Training rows used to recompute each sample's BatchNorm statistics
         (drawn with the run's seed); ``None`` uses all rows. Networks without
@@ -92,7 +100,9 @@ class SWAGClassifier(BaseNeuralClassifier):
     batch_size : int, default=128
         Training batch size.
     predict_batch_size : int, default=1024
-        Rows evaluated at once at prediction time (and per BatchNorm refresh pass).
+        Rows evaluated at once at prediction time, and per forward pass of the
+        BatchNorm refresh (whose statistics do not depend on it, see
+        :func:`~ensemblekit.posteriors.refresh_batchnorm`).
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
     n_jobs : int or None, default=None
@@ -112,6 +122,15 @@ class SWAGClassifier(BaseNeuralClassifier):
         a key of everything that determines it (data, parameters, its seed) and
         loaded instead of trained when asked for again, so a ``GridSearchCV`` over
         ``n_estimators`` trains each run once. Needs an integer ``random_state``.
+    checkpoint_epochs : None, "all", int or list of int, default=None
+        Record each trained network's trajectory: its flattened parameters (all
+        weights and biases) after these zero-based epochs, in ``checkpoints_``.
+        ``"all"``: every epoch; an int ``k``: every ``k``-th epoch (epochs ``k-1,
+        2k-1, ...``); a list: those epochs, each in ``[0, max_epochs - 1]``.
+        Both engines record the same vectors. See :mod:`ensemblekit.landscape`.
+    checkpoint_dir : str or path-like or None, default=None
+        Folder where ``checkpoints_`` is memory-mapped (a ``.npy`` file per fit)
+        instead of held in memory; created if missing.
     random_state : int, RandomState instance or None, default=None
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, posterior draws and refresh rows.
@@ -150,6 +169,21 @@ class SWAGClassifier(BaseNeuralClassifier):
         Runs the last call to :meth:`fit` trained.
     n_members_loaded_ : int
         Runs the last call to :meth:`fit` loaded from ``memory``.
+    checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
+        Only with ``checkpoint_epochs``: flat parameters of each trained network
+        (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
+        an ``np.memmap`` when ``checkpoint_dir`` is given.
+    checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
+        Only with ``checkpoint_epochs``: the BatchNorm running means and variances
+        at the same checkpoints (no columns without BatchNorm), kept apart from the
+        parameters.
+    checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
+        Zero-based epochs of the checkpoints.
+    output_kind_ : {"logits", "proba", "log_proba"}
+        What the module returns, found at ``fit`` from the criterion and the
+        module's outputs on a few training rows (skorch's conventions:
+        ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
+        log-probabilities); predictions turn them into probabilities.
 
     Notes
     -----
@@ -186,7 +220,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         swa_freq: int = 1,
         swa_lr: float | None = None,
         max_rank: int | None = None,
-        scale: float = 0.5,
+        scale: float | None = None,
         bn_update_size: int | None = 1024,
         criterion: Any = None,
         optimizer: Any = torch.optim.Adam,
@@ -198,6 +232,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         n_jobs: int | None = None,
         devices: Any = None,
         memory: Any = None,
+        checkpoint_epochs: Any = None,
+        checkpoint_dir: Any = None,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -223,6 +259,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.n_jobs = n_jobs
         self.devices = devices
         self.memory = memory
+        self.checkpoint_epochs = checkpoint_epochs
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -235,7 +273,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         check_option("method", self.method, METHODS)
         check_int("n_samples", self.n_samples)
         check_int("swa_freq", self.swa_freq)
-        check_float("scale", self.scale, low_inclusive=True)
+        if self.scale is not None:
+            check_float("scale", self.scale, low_inclusive=True)
         if self.swa_lr is not None:
             check_float("swa_lr", self.swa_lr)
         if self.bn_update_size is not None:

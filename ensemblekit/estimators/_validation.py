@@ -48,10 +48,38 @@ def check_float(
     return value
 
 
+def available_devices() -> list[str]:
+    """Torch devices usable on this machine, e.g. ``['cpu', 'cuda:0']``.
+
+    Examples
+    --------
+    >>> available_devices()[0]
+    'cpu'
+    """
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
 def resolve_device(device: Any) -> str:
     """Turn the ``device`` parameter into a torch device string.
 
     ``"auto"`` picks CUDA when it is available and the CPU otherwise.
+
+    Raises
+    ------
+    ValueError
+        When ``device`` is not a torch device, or names one this machine does not
+        have (the message lists the available devices).
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    'cpu'
     """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -61,6 +89,33 @@ def resolve_device(device: Any) -> str:
         raise ValueError(
             f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', got {device!r}."
         ) from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
-    return str(parsed)
+    available = available_devices()
+    if parsed.type == "cpu":
+        return str(parsed)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            missing = "CUDA is not available"
+        elif parsed.index is not None and parsed.index >= count:
+            missing = f"this machine has {count} CUDA device(s)"
+        else:
+            return str(parsed)
+    elif parsed.type == "mps" and "mps" in available:
+        return str(parsed)
+    elif parsed.type != "mps" and _backend_available(parsed.type):
+        return str(parsed)
+    else:
+        missing = f"no {parsed.type} device is available"
+    raise ValueError(
+        f"device={device!r} was requested but {missing}; available devices: {available} "
+        "(or 'auto')."
+    )
+
+
+def _backend_available(kind: str) -> bool:
+    backend = getattr(torch, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    try:
+        return bool(callable(is_available) and is_available())
+    except Exception:
+        return False

@@ -9,6 +9,10 @@ import torch
 
 Covariance = Literal["diagonal", "lowrank"]
 COVARIANCES: tuple[str, ...] = ("diagonal", "lowrank")
+#: Covariance multiplier ``scale`` giving the published SWAG distributions (Maddox et
+#: al., 2019): SWAG-Diagonal is N(mean, Sigma_diag), low-rank SWAG has covariance
+#: (Sigma_diag + D D^T / (K - 1)) / 2.
+DEFAULT_SCALES: dict[str, float] = {"diagonal": 1.0, "lowrank": 0.5}
 
 
 class SWAGMoments:
@@ -106,23 +110,55 @@ class SWAGMoments:
         self._check_collected()
         return torch.stack(list(self._deviations))
 
-    def covariance(self, covariance: Covariance = "lowrank", scale: float = 1.0) -> torch.Tensor:
-        """Dense covariance of the sampling distribution (for small vectors and tests).
+    def covariance(
+        self, covariance: Covariance = "lowrank", scale: float | None = None
+    ) -> torch.Tensor:
+        r"""Dense covariance of the sampling distribution (for small vectors and tests).
 
-        ``scale * diag(variance)`` for ``"diagonal"``;
-        ``scale * (diag(variance) / 2 + D^T D / (2 (K' - 1)))`` for ``"lowrank"``.
+        With :math:`\Sigma_{diag}` = ``diag(variance)``, ``D`` the deviation matrix
+        (:attr:`deviations`, one deviation per row) and ``K'`` its number of rows,
+
+        * ``"diagonal"``: :math:`s\,\Sigma_{diag}`;
+        * ``"lowrank"``: :math:`s\,\big(\Sigma_{diag} + D^\top D / (K' - 1)\big)`,
+
+        where ``s`` is ``scale`` (default: 1 for ``"diagonal"`` and 1/2 for
+        ``"lowrank"``, the distributions of Maddox et al., 2019). This is the covariance
+        of :meth:`sample` called with the same arguments.
+
+        Parameters
+        ----------
+        covariance : {"diagonal", "lowrank"}, default="lowrank"
+            Which SWAG covariance.
+        scale : float or None, default=None
+            Multiplier ``s``; ``None`` means the published value of ``covariance``
+            (1 for ``"diagonal"``, 1/2 for ``"lowrank"``).
 
         Returns
         -------
         cov : torch.Tensor of shape (n_parameters, n_parameters), float64
+
+        Raises
+        ------
+        ValueError
+            If nothing was collected, ``covariance`` is unknown, ``scale`` is negative,
+            or ``"lowrank"`` has fewer than 2 deviations.
+
+        Examples
+        --------
+        >>> import torch
+        >>> moments = SWAGMoments()
+        >>> for value in (0.0, 2.0, 4.0):
+        ...     moments.collect(torch.tensor([value]))
+        >>> moments.covariance("diagonal").item()  # population variance of 0, 2, 4
+        2.666...
         """
-        _check_covariance(covariance)
+        s = _resolve_scale(covariance, scale)
         cov = torch.diag(self.variance)
         if covariance == "lowrank":
             k = self._check_lowrank()
             dev = self.deviations.to(torch.float64)
-            cov = cov / 2 + dev.T @ dev / (2 * (k - 1))
-        return scale * cov
+            cov = cov + dev.T @ dev / (k - 1)
+        return s * cov
 
     def _check_lowrank(self) -> int:
         k = self.rank
@@ -138,19 +174,26 @@ class SWAGMoments:
         n_samples: int,
         generator: torch.Generator,
         covariance: Covariance = "lowrank",
-        scale: float = 0.5,
+        scale: float | None = None,
     ) -> torch.Tensor:
         r"""Draw parameter vectors from the SWAG Gaussian.
 
-        With :math:`z_1 \sim N(0, I_P)` and :math:`z_2 \sim N(0, I_{K'})`,
+        With :math:`z_1 \sim N(0, I_P)`, :math:`z_2 \sim N(0, I_{K'})`, :math:`\sigma`
+        the square root of :attr:`variance` and ``s`` the ``scale``,
 
-        * ``"diagonal"``: :math:`\theta = \bar\theta + \sqrt{s}\, \sigma \odot z_1`;
-        * ``"lowrank"``: :math:`\theta = \bar\theta + \sqrt{s}\,\big(\tfrac{1}{\sqrt2}
-          \sigma \odot z_1 + \tfrac{1}{\sqrt{2(K'-1)}} D^\top z_2\big)`,
+        * ``"diagonal"``: :math:`\theta = \bar\theta + \sqrt{s}\, \sigma \odot z_1`,
+          i.e. :math:`N(\bar\theta, s\,\Sigma_{diag})`;
+        * ``"lowrank"``: :math:`\theta = \bar\theta + \sqrt{s}\,\big(\sigma \odot z_1
+          + D^\top z_2 / \sqrt{K'-1}\big)`, i.e.
+          :math:`N\big(\bar\theta, s\,(\Sigma_{diag} + D^\top D/(K'-1))\big)`,
 
-        where :math:`\sigma` is the square root of :attr:`variance`, ``s`` is ``scale``
-        (a multiplier of the covariance) and ``K'`` is the number of deviations
-        actually collected, not ``max_rank``.
+        where ``K'`` is the number of deviations actually collected, not ``max_rank``.
+        The default ``s`` gives the distributions of Maddox et al. (2019), Sec. 3-4:
+        SWAG-Diagonal :math:`N(\bar\theta, \Sigma_{diag})` (``s = 1``) and SWAG
+        :math:`\bar\theta + \tfrac{1}{\sqrt2}\Sigma_{diag}^{1/2} z_1 +
+        \tfrac{1}{\sqrt{2(K'-1)}} D^\top z_2` (``s = 1/2``). An explicit ``scale``
+        multiplies the whole covariance, as the ``scale`` argument of the authors'
+        reference code does. :meth:`covariance` gives the same matrix.
 
         Parameters
         ----------
@@ -160,26 +203,56 @@ class SWAGMoments:
             CPU generator of all the draws; the global RNG is not touched.
         covariance : {"diagonal", "lowrank"}, default="lowrank"
             Which SWAG covariance to sample from.
-        scale : float, default=0.5
-            Multiplier of the covariance.
+        scale : float or None, default=None
+            Multiplier ``s`` of the covariance; ``None`` means the published value of
+            ``covariance`` (1 for ``"diagonal"``, 1/2 for ``"lowrank"``).
 
         Returns
         -------
         theta : torch.Tensor of shape (n_samples, n_parameters), float32
+
+        Raises
+        ------
+        ValueError
+            If nothing was collected, ``covariance`` is unknown, ``scale`` is negative,
+            or ``"lowrank"`` has fewer than 2 deviations.
+
+        References
+        ----------
+        W. Maddox, T. Garipov, P. Izmailov, D. Vetrov, A. G. Wilson. "A Simple
+        Baseline for Bayesian Uncertainty in Deep Learning", NeurIPS 2019.
+
+        Examples
+        --------
+        >>> import torch
+        >>> moments = SWAGMoments()
+        >>> for value in (0.0, 2.0, 4.0):
+        ...     moments.collect(torch.tensor([value, -value]))
+        >>> moments.sample(5, torch.Generator().manual_seed(0)).shape
+        torch.Size([5, 2])
         """
         self._check_collected()
-        _check_covariance(covariance)
+        s = _resolve_scale(covariance, scale)
         mean = self.mean
         std = self.variance.sqrt()
         z1 = torch.randn(n_samples, mean.numel(), generator=generator, dtype=torch.float64)
-        if covariance == "diagonal":
-            noise = std * z1
-        else:
+        noise = std * z1
+        if covariance == "lowrank":
             k = self._check_lowrank()
             z2 = torch.randn(n_samples, k, generator=generator, dtype=torch.float64)
             dev = self.deviations.to(torch.float64)
-            noise = std * z1 / 2**0.5 + (z2 @ dev) / (2 * (k - 1)) ** 0.5
-        return (mean + scale**0.5 * noise).to(torch.float32)
+            noise = noise + (z2 @ dev) / (k - 1) ** 0.5
+        return (mean + s**0.5 * noise).to(torch.float32)
+
+
+def _resolve_scale(covariance: str, scale: float | None) -> float:
+    _check_covariance(covariance)
+    if scale is None:
+        return DEFAULT_SCALES[covariance]
+    scale = float(scale)
+    if not scale >= 0:
+        raise ValueError(f"scale must be >= 0 or None, got {scale!r}.")
+    return scale
 
 
 def _check_covariance(covariance: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from skorch.callbacks import Callback
 from torch import nn
@@ -46,3 +47,18 @@ class NoDropoutNet(nn.Module):
 
 def recorder(net) -> Recorder:
     return dict(net.callbacks_)["Recorder"]
+
+
+def bn_problem(n_rows: int, seed: int = 0):
+    """A net Linear(4,8) -> BatchNorm1d(8) -> ReLU -> Linear(8,2) and ``n_rows`` of data.
+
+    The features have an offset and unequal scales, so chunk statistics differ from
+    the statistics of all rows.
+    """
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(n_rows, 4)) * [1.0, 2.0, 0.5, 3.0] + [1.0, -2.0, 0.0, 4.0])
+    X = X.astype(np.float32)
+    y = (X[:, 0] - 0.5 * X[:, 1] + rng.normal(scale=0.5, size=n_rows) > 2.0).astype(int)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    return net, X, y

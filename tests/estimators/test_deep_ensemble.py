@@ -289,7 +289,8 @@ def test_continuous_target(iris):
     ({"lr": -0.1}, "lr must lie in"),
     ({"engine": "turbo"}, r"engine must be one of \['auto', 'sequential'"),
     ({"device": "gpu0"}, "device must be 'auto' or a torch device"),
-    ({"modul__hidden_layer_sizes": (3,)}, "Unknown parameter 'modul__hidden_layer_sizes'"),
+    ({"modul__hidden_layer_sizes": (3,)},
+     "Invalid parameter 'modul__hidden_layer_sizes'.*Did you mean 'module__hidden_layer_sizes'"),
     ({"iterator_train__shuffle": True}, "each member draws its own data order"),
     ({"module": 3}, "module must be None"),
 ])

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _posterior_helpers import Recorder, recorder
+from _posterior_helpers import Recorder, bn_problem, recorder
 
 from ensemblekit import SubspaceSamplingClassifier
 
@@ -144,3 +144,29 @@ def test_validation_fraction_must_leave_training_rows(iris):
     with pytest.raises(ValueError, match="leaves no training row"):
         SubspaceSamplingClassifier(method="random", validation_fraction=0.9,
                                    **TINY).fit(X[:2], [0, 1])
+
+
+@pytest.mark.parametrize("method", ["diagonal_gaussian", "weight_average", "random"])
+def test_predictions_do_not_depend_on_predict_batch_size(method):
+    # The BatchNorm refresh (and the random subspace's accuracy check) chunk by
+    # predict_batch_size; 101 rows in chunks of 50 leave a chunk of one row.
+    net, X, y = bn_problem(101, seed=1)
+    params = dict(module=net, method=method, n_samples=3, max_epochs=4, collect_from_epoch=1,
+                  batch_size=32, bn_update_size=None, random_state=0, device="cpu",
+                  random_scale=0.5, accuracy_threshold=0.5, validation_fraction=0.2)
+    fits = [SubspaceSamplingClassifier(predict_batch_size=size, **params).fit(X, y)
+            for size in (1024, 50, 1)]
+    for clf in fits:
+        np.testing.assert_allclose(clf.predict_proba(X), fits[0].predict_proba(X),
+                                   rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(clf.n_tries_, fits[0].n_tries_)
+        if method == "random":
+            continue  # refreshed on the run's training rows, an internal split
+        for network in clf.sample_networks_:
+            # The statistics of all rows at the BatchNorm input, for the sample's weights.
+            w, b = (p.detach().double().numpy() for p in (network[0].weight, network[0].bias))
+            h = X.astype(np.float64) @ w.T + b
+            np.testing.assert_allclose(network[1].running_mean.numpy(), h.mean(0),
+                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(network[1].running_var.numpy(), h.var(0, ddof=1),
+                                       rtol=1e-5, atol=1e-5)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _posterior_helpers import BNNet, Recorder, recorder
+from _posterior_helpers import BNNet, Recorder, bn_problem, recorder
 from sklearn.base import clone
 
 from ensemblekit import SWAGClassifier
@@ -93,11 +93,12 @@ def test_methods_and_multiswag(iris, method, n_members):
             torch.testing.assert_close(theta, moments.mean, rtol=1e-6, atol=1e-6)
 
 
-def test_every_sample_gets_its_own_batchnorm_statistics(iris):
+@pytest.mark.parametrize("predict_batch_size", [1024, 7])
+def test_every_sample_gets_its_own_batchnorm_statistics(iris, predict_batch_size):
     X, y = iris
     clf = SWAGClassifier(module=BNNet, n_samples=3, swa_start=4, max_epochs=8, lr=1e-2,
                          batch_size=32, random_state=0, bn_update_size=None,
-                         device="cpu").fit(X, y)
+                         predict_batch_size=predict_batch_size, device="cpu").fit(X, y)
     means = []
     for network in clf.sample_networks_:
         layers = network.layers
@@ -122,6 +123,7 @@ def test_every_sample_gets_its_own_batchnorm_statistics(iris):
         (dict(swa_start=4, swa_freq=0), "swa_freq must be an integer >= 1"),
         (dict(n_samples=0), "n_samples must be an integer >= 1"),
         (dict(scale=-1.0), r"scale must lie in \[0.0, inf\]"),
+        (dict(scale="half"), "scale must be a real number"),
         (dict(swa_lr=0.0), "swa_lr must lie in"),
         (dict(bn_update_size=0), "bn_update_size must be an integer >= 1"),
     ],
@@ -136,3 +138,57 @@ def test_default_max_rank_follows_the_collected_count(iris):
     X, y = iris
     clf = SWAGClassifier(n_samples=2, swa_start=5, **TINY).fit(X[:60], y[:60])
     assert clf.max_rank_ == 3 and clf.moments_[0].rank == 3
+
+
+@pytest.mark.parametrize("method", ["swa", "lowrank"])
+@pytest.mark.parametrize("n_rows", [120, 101])
+def test_predictions_do_not_depend_on_predict_batch_size(method, n_rows):
+    # The refresh chunks by predict_batch_size; 101 rows in chunks of 50 leave a
+    # chunk of one row.
+    net, X, y = bn_problem(n_rows)
+    probas = []
+    for predict_batch_size in (1024, 50, 7, 1):
+        clf = SWAGClassifier(module=net, method=method, n_samples=3, max_epochs=4, swa_start=2,
+                             batch_size=32, bn_update_size=None, random_state=0, device="cpu",
+                             predict_batch_size=predict_batch_size).fit(X, y)
+        probas.append(clf.predict_proba(X))
+        for network in clf.sample_networks_:
+            # All rows' statistics of the BatchNorm input, for this sample's weights.
+            w, b = (p.detach().double().numpy() for p in (network[0].weight, network[0].bias))
+            h = X.astype(np.float64) @ w.T + b
+            np.testing.assert_allclose(network[1].running_mean.numpy(), h.mean(0),
+                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(network[1].running_var.numpy(), h.var(0, ddof=1),
+                                       rtol=1e-5, atol=1e-5)
+    for proba in probas[1:]:
+        np.testing.assert_allclose(proba, probas[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["diagonal", "lowrank"])
+def test_default_samples_follow_the_published_swag_posterior(iris, method):
+    # Each run's draws against that run's closed-form SWAG covariance (Maddox et al.,
+    # 2019): Sigma_diag for "diagonal", (Sigma_diag + D D^T / (K - 1)) / 2 for
+    # "lowrank", K the deviations collected. The mean Mahalanobis norm of the draws
+    # is P (the number of parameters) with standard error sqrt(2 P / n); a covariance
+    # off by a factor 2 would give P / 2 or 2 P.
+    X, y = iris
+    n = 400
+    clf = SWAGClassifier(n_estimators=2, method=method, n_samples=n, swa_start=3, max_rank=4,
+                         **TINY).fit(X, y)
+    thetas = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()).detach()
+                          for m in clf.sample_networks_]).double().numpy()
+    for run, moments in enumerate(clf.moments_):
+        # Parameters that never moved (a dead unit) have a floored variance and no
+        # deviation: independent of the rest, and below float32 resolution; left out.
+        var = moments.variance.numpy()
+        moved = var > 1e-16
+        cov = np.diag(var[moved])
+        if method == "lowrank":
+            dev = moments.deviations.double().numpy()[:, moved]
+            assert len(dev) == 4
+            cov = 0.5 * (cov + dev.T @ dev / (len(dev) - 1))
+        delta = (thetas[run * n:(run + 1) * n] - moments.mean.numpy())[:, moved]
+        mahalanobis = np.einsum("ij,ij->i", delta, np.linalg.solve(cov, delta.T).T)
+        p = int(moved.sum())
+        assert p > 30
+        assert abs(mahalanobis.mean() - p) < 6 * np.sqrt(2 * p / n)
