@@ -40,10 +40,13 @@ SUBFOLDER = "ensemblekit_members"
 SUFFIX = ".ekm"
 
 #: Parameters that do not change what a member learns. The device enters the key
-#: by its type only (``cpu`` or ``cuda``), so members move between GPUs freely.
+#: by its type only (``cpu`` or ``cuda``), so members move between GPUs freely. A
+#: recorded trajectory is stored with its member, and checked against the requested
+#: epochs when loaded.
 NOT_IN_KEY = frozenset({
     "n_estimators", "n_jobs", "devices", "device", "memory", "verbose",
-    "random_state", "warm_start", "max_members_per_pass", "checkpoint_dir",
+    "random_state", "warm_start", "max_members_per_pass", "checkpoint_epochs",
+    "checkpoint_dir",
 })
 
 

@@ -265,11 +265,15 @@ def fit_new_members(
         for i, record in enumerate(records):
             if record is None:
                 continue
+            # A member stored with its trajectory serves fits without one; a member
+            # stored without it (or with other epochs) is trained again.
+            rows = record.pop("checkpoints", None)
+            epochs = record.pop("checkpoint_epochs", None)
             if store is not None:
-                if "checkpoints" not in record:
+                if rows is None or not np.array_equal(epochs, store.epochs):
                     records[i] = None
                     continue
-                _put_rows(store, first + i, record.pop("checkpoints"))
+                _put_rows(store, first + i, rows)
     missing = [i for i, record in enumerate(records) if record is None]
     if cache is not None and verbose > 0:
         print(f"[{name}] member cache {cache.folder}: {len(seeds) - len(missing)} loaded, "
@@ -327,10 +331,13 @@ def fit_new_members(
             for i, record in zip(group, group_records):
                 if store is not None and not remote:
                     record["checkpoints"] = _get_rows(store, first + i)
+                if store is not None:
+                    record["checkpoint_epochs"] = store.epochs.copy()
                 if cache is not None:
                     cache.store(keys[i], record)
                 if store is not None:
                     rows = record.pop("checkpoints")
+                    record.pop("checkpoint_epochs")
                     if remote:
                         _put_rows(store, first + i, rows)
                 records[i] = record

@@ -91,12 +91,14 @@ def test_loky_workers_match_local_fit(cls, params, iris):
 @pytest.mark.slow
 def test_devices_shard_groups_and_gather_on_first_device(iris):
     X, y = iris
-    params = dict(n_estimators=5)
+    # Trajectories recorded in the worker processes come back with their members.
+    params = dict(n_estimators=5, checkpoint_epochs="all")
     local = _fit(DeepEnsembleClassifier, params, X, y)
     sharded = _fit(DeepEnsembleClassifier, params, X, y, devices=["cpu", "cpu"])
     np.testing.assert_allclose(sharded.predict_proba(X), local.predict_proba(X), **EXACT)
     assert sharded.device_ == "cpu"
     assert len(sharded.estimators_) == 5
+    np.testing.assert_allclose(sharded.checkpoints_, local.checkpoints_, **EXACT)
 
 
 @pytest.mark.slow
@@ -152,14 +154,24 @@ def test_grid_search_over_n_estimators_trains_each_member_once(iris, tmp_path):
         result = GridSearchCV(est, grid, cv=cv, scoring=scoring, refit="acc").fit(X, y)
         return result, CountingMLP.built
 
+    # Networks a fit builds besides the members it trains (a fully cached refit
+    # trains none): the input checks may build one.
+    probe = DeepEnsembleClassifier(CountingMLP, **TINY, n_estimators=1,
+                                   memory=str(tmp_path / "probe")).fit(X, y)
+    CountingMLP.built = 0
+    probe.fit(X, y)
+    per_fit = CountingMLP.built
+    n_fits = 4 * 3 + 1
+
     plain, built_plain = search(None)
-    cached, built_cached = search(str(tmp_path))
+    cached, built_cached = search(str(tmp_path / "grid"))
     # Per fold: 1 + 2 + 4 + 8 = 15 members without a cache, 8 with one; the refit on
-    # all rows trains the 8 members of the best candidate afresh either way.
+    # all rows trains the members of the best candidate afresh either way.
     assert cached.best_params_ == plain.best_params_
     best = cached.best_params_["n_estimators"]
-    assert built_plain == 3 * 15 + best
-    assert built_cached == 3 * 8 + best
+    assert built_plain - n_fits * per_fit == 3 * 15 + best
+    assert built_cached - n_fits * per_fit == 3 * 8 + best
+    assert len(_entries(tmp_path / "grid")) == 3 * 8 + best
     trained = np.array([cached.cv_results_[f"split{k}_test_trained"] for k in range(3)])
     np.testing.assert_array_equal(trained.sum(axis=1), [8, 8, 8])
     np.testing.assert_array_equal(
@@ -170,6 +182,32 @@ def test_grid_search_over_n_estimators_trains_each_member_once(iris, tmp_path):
         np.testing.assert_allclose(cached.cv_results_[f"split{k}_test_acc"],
                                    plain.cv_results_[f"split{k}_test_acc"], **EXACT)
     np.testing.assert_allclose(cached.predict_proba(X), plain.predict_proba(X), **EXACT)
+
+
+@pytest.mark.parametrize("cls", [DeepEnsembleClassifier, SWAGClassifier])
+def test_cached_members_keep_their_trajectories(cls, iris, tmp_path):
+    X, y = iris
+    params = dict(n_estimators=3, checkpoint_epochs="all")
+    if cls is SWAGClassifier:
+        params.update(n_samples=2, swa_start=2)
+    reference = _fit(cls, params, X, y)
+    _fit(cls, {**params, "n_estimators": 2}, X, y, memory=str(tmp_path))
+    full = _fit(cls, params, X, y, memory=str(tmp_path))
+    assert (full.n_members_trained_, full.n_members_loaded_) == (1, 2)
+    np.testing.assert_allclose(full.checkpoints_, reference.checkpoints_, **EXACT)
+    np.testing.assert_array_equal(full.checkpoint_epochs_, reference.checkpoint_epochs_)
+    loaded = _fit(cls, params, X, y, memory=str(tmp_path))
+    assert loaded.n_members_trained_ == 0
+    np.testing.assert_allclose(loaded.checkpoints_, reference.checkpoints_, **EXACT)
+    # A fit without trajectories uses the same members; one with other epochs
+    # retrains them.
+    plain = _fit(cls, {**params, "checkpoint_epochs": None}, X, y, memory=str(tmp_path))
+    assert plain.n_members_trained_ == 0
+    assert not hasattr(plain, "checkpoints_")
+    np.testing.assert_allclose(plain.predict_proba(X), reference.predict_proba(X), **EXACT)
+    other = _fit(cls, {**params, "checkpoint_epochs": [1, 3]}, X, y, memory=str(tmp_path))
+    assert other.n_members_trained_ == 3
+    np.testing.assert_allclose(other.checkpoints_, reference.checkpoints_[:, [1, 3]], **EXACT)
 
 
 def test_cache_key_covers_data_parameters_and_seed(iris, tmp_path):
@@ -266,10 +304,11 @@ def test_refit_after_a_crash_resumes_from_stored_members(iris, tmp_path):
     est = DeepEnsembleClassifier(FailingMLP, **TINY, **params, memory=str(tmp_path))
     with pytest.raises(RuntimeError, match="simulated crash"):
         est.fit(X, y)
-    assert len(_entries(tmp_path)) == 3
+    stored = len(_entries(tmp_path))
+    assert 0 < stored < 4  # the members finished before the crash, one entry each
     FailingMLP.fail_after = None
     est.fit(X, y)
-    assert (est.n_members_trained_, est.n_members_loaded_) == (1, 3)
+    assert (est.n_members_trained_, est.n_members_loaded_) == (4 - stored, stored)
     np.testing.assert_allclose(est.predict_proba(X), reference.predict_proba(X), **EXACT)
 
 
