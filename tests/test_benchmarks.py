@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +65,16 @@ def test_paper_script_quick(tmp_path):
     assert set(data["shift"]) == {str(s) for s in range(6)}
     assert 0.0 <= data["clean"]["accuracy"]["1"] <= 1.0
     assert 0.0 <= data["clean"]["brier"]["2"] <= 2.0
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick(tmp_path):
+    _run("bench_scale.py", "--quick", "--parts", "a,b,c", "--out", str(tmp_path))
+    (result,) = tmp_path.glob("scale_*quick.json")
+    data = json.loads(result.read_text())
+    without, with_memory = data["a"]["results"]
+    assert without["members_trained_per_fold"] == 15
+    assert with_memory["members_trained_per_fold"] == 8
+    assert data["a"]["max_abs_score_difference"] == 0.0
+    assert [r["engine"] for r in data["b"]["results"]] == ["vectorized", "sequential"]
+    assert (tmp_path / result.name.replace(".json", ".md")).is_file()

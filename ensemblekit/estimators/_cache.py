@@ -87,7 +87,7 @@ class MemberCache:
                 "memory must be None, a folder path or a joblib.Memory with a location; "
                 f"got {type(memory).__name__}, which has no `location` folder."
             )
-        return cls(Path(os.fspath(location)) / SUBFOLDER)
+        return cls(Path(os.fspath(location)).expanduser() / SUBFOLDER)
 
     def path(self, key: str) -> Path:
         """File of the entry ``key`` (a hexadecimal digest)."""
@@ -95,8 +95,8 @@ class MemberCache:
             raise ValueError(f"A cache key is a hexadecimal digest, got {key!r}.")
         return self.folder / f"{key}{SUFFIX}"
 
-    def load(self, key: str) -> dict[str, Any] | None:
-        """The entry stored under ``key``, or None.
+    def load(self, key: str, device: str = "cpu") -> dict[str, Any] | None:
+        """The entry stored under ``key``, its tensors on ``device``, or None.
 
         A missing entry returns None silently; an entry that cannot be trusted
         returns None with a UserWarning.
@@ -106,8 +106,7 @@ class MemberCache:
             return None
         try:
             payload = self._read_checked(path, key)
-            location = None if torch.cuda.is_available() else "cpu"
-            record = torch.load(io.BytesIO(payload), map_location=location, weights_only=False)
+            record = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
             if not isinstance(record, dict) or record.get("key") != key or "net" not in record:
                 raise _BadEntry("its content is not the member it claims to be")
         except Exception as exc:  # any unreadable entry is retrained

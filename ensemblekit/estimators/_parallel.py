@@ -261,7 +261,7 @@ def fit_new_members(
                           UserWarning, stacklevel=3)
             cache = None
     if cache is not None:
-        records = [cache.load(key) for key in keys]
+        records = [cache.load(key, target) for key in keys]
         for i, record in enumerate(records):
             if record is None:
                 continue
