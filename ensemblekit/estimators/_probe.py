@@ -132,10 +132,10 @@ def _forward_failure(
 
 
 def _looks_channels_last(X: np.ndarray) -> bool:
-    # Square images stored (N, H, W, C) with a usual channel count; a channels-first
-    # array of such a shape would have C == H and images C pixels high and 1-4 wide.
-    return (X.ndim == 4 and X.shape[1] == X.shape[2] and X.shape[3] in (1, 3, 4)
-            and X.shape[1] not in (1, 3, 4))
+    # Images stored (N, H, W, C) with a usual channel count (1, 3 or 4); read as
+    # (N, C, H, W) they would be images at most 4 pixels wide with more channels.
+    return (X.ndim == 4 and X.shape[3] in (1, 3, 4) and X.shape[1] not in (1, 3, 4)
+            and min(X.shape[1], X.shape[2]) > 4)
 
 
 def _warn_if_channels_last(X: np.ndarray) -> None:

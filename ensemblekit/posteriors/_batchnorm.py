@@ -52,7 +52,9 @@ def refresh_batchnorm(module: nn.Module, X: np.ndarray | torch.Tensor, batch_siz
     every chunk is run up to that layer (the earlier layers already holding their
     full-data statistics, in evaluation mode) and per-channel counts, means and sums
     of squared deviations are merged over the chunks in float64 (Chan, Golub and
-    LeVeque's pairwise update). A chunk may hold a single row. The modes and
+    LeVeque's pairwise update). A chunk may hold a single row. This costs about
+    half as many passes over ``X`` as there are BatchNorm layers (one pass when all
+    rows fit in one chunk, the default in the estimators). The modes and
     momenta of all layers are restored afterwards; the weights are untouched and
     ``num_batches_tracked`` is set to 1.
 

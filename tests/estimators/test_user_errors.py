@@ -20,7 +20,7 @@ from ensemblekit import (
     SubspaceSamplingClassifier,
     SWAGClassifier,
 )
-from ensemblekit.models import SmallCNN
+from ensemblekit.models import ResNet20v1, SmallCNN
 
 COMMON = dict(max_epochs=3, lr=1e-2, batch_size=32, random_state=0, device="cpu",
               module__hidden_layer_sizes=(8,))
@@ -199,6 +199,19 @@ def test_channels_last_images_are_explained(images, name):
     assert "Images must be (N, C, H, W)" in message
     assert "X.transpose(0, 3, 1, 2)" in message
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_non_square_channels_last_images_are_explained(images):
+    X, y = images
+    nhwc = np.ascontiguousarray(X[:, :, :, :12].transpose(0, 2, 3, 1))  # (12, 16, 12, 3)
+    with pytest.warns(UserWarning, match="channels-last"), pytest.raises(
+        ValueError, match=r"\(16, 12, 3\).*X.transpose\(0, 3, 1, 2\)"
+    ):
+        DeepEnsembleClassifier(SmallCNN, **IMAGE_COMMON).fit(nhwc, y)
+    # A network that accepts any spatial size still trains, but the layout is flagged.
+    with pytest.warns(UserWarning, match=r"looks like channels-last"):
+        DeepEnsembleClassifier(ResNet20v1, n_estimators=1, max_epochs=1, device="cpu",
+                               random_state=0).fit(nhwc[:4], y[:4])
 
 
 @pytest.mark.parametrize("channels", [1, 4])
