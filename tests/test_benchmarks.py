@@ -68,6 +68,19 @@ def test_paper_script_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_engine_benchmark_prediction_case(tmp_path):
+    _run("bench_engine.py", "--quick", "--cases", "predict", "--threads", "1", "--out",
+         str(tmp_path), "--prefix", "latency")
+    (result,) = tmp_path.glob("latency_cpu*.json")
+    (entry,) = json.loads(result.read_text())["cases"]
+    assert entry["kind"] == "prediction"
+    assert {r["method"] for r in entry["results"]} == {
+        "plain-loop", "predict_proba", "predict_proba (uncached)"}
+    assert {r["rows"] for r in entry["results"]} == {64, 1_000, 10_000}
+    assert "Load average" in (tmp_path / result.name.replace(".json", ".md")).read_text()
+
+
+@pytest.mark.slow
 def test_scale_benchmark_quick(tmp_path):
     _run("bench_scale.py", "--quick", "--parts", "a,b,c", "--out", str(tmp_path))
     (result,) = tmp_path.glob("scale_*quick.json")

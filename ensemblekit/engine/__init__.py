@@ -17,6 +17,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 
 from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -50,6 +51,7 @@ from ._vectorized import (
     vectorization_blocker,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -62,10 +64,12 @@ __all__ = [
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "SampleWeightedLoss",
     "StepSchedule",
     "VmapNetwork",
     "augment_seed",
@@ -88,4 +92,5 @@ __all__ = [
     "train_members",
     "train_seed",
     "vectorization_blocker",
+    "weighted_targets",
 ]

@@ -31,12 +31,13 @@ from torch import nn
 from ..engine import (
     CheckpointCallback,
     CheckpointStore,
+    MemberPredictor,
     MemberSampler,
     ModuleCopy,
     Progress,
     ProgressCallback,
+    SampleWeightedLoss,
     draw_member_seeds,
-    predict_member_logits,
     resolve_checkpoint_epochs,
 )
 from ..models import MLP
@@ -55,6 +56,7 @@ from ._parallel import (
     set_member_state,
 )
 from ._probe import probe_member
+from ._sample_weight import training_weights
 from ._validation import check_float, check_int, resolve_device
 
 #: Prefixes of parameters routed to the members' components, as in skorch.
@@ -329,6 +331,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         progress: Progress | None,
         bootstrap: bool = False,
         output_kind: str = "logits",
+        sample_weight: np.ndarray | None = None,
     ) -> NeuralNetClassifier:
         module, module_kwargs = self._module_spec(X)
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
@@ -339,7 +342,12 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         nll = isinstance(criterion, nn.NLLLoss) or (
             isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
         )
-        if output_kind == "log_proba" and nll:
+        if sample_weight is not None and not bootstrap:
+            # Targets carry their weights; the loss is a weighted mean per batch.
+            routed["criterion__loss"] = criterion
+            routed["criterion__log_input"] = output_kind == "proba" and nll
+            criterion = SampleWeightedLoss
+        elif output_kind == "log_proba" and nll:
             # skorch would take the log of these outputs once more.
             routed["criterion__loss"] = criterion
             criterion = LogProbaCriterion
@@ -363,7 +371,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
-            iterator_train__sampler=MemberSampler(len(X), seed, bootstrap),
+            iterator_train__sampler=MemberSampler(
+                len(X), seed, bootstrap, sample_weight if bootstrap else None
+            ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
@@ -382,6 +392,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -392,7 +403,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         """Whether members trained together are faster than one by one."""
         return False
 
-    def fit(self, X: Any, y: Any) -> BaseNeuralClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseNeuralClassifier:
         """Train the members.
 
         Parameters
@@ -401,16 +412,38 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             Training inputs: tabular rows or images (any number of trailing axes).
         y : array-like of shape (n_samples,)
             Class labels of any hashable type.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, multiplied by the ``class_weight`` of
+            its class. Each batch's loss is the weighted mean of its per-sample
+            losses, ``sum_i w_i l_i / sum_i w_i``, so weights matter only
+            relative to each other: ``c * ones`` trains exactly as no weights, for
+            any ``c > 0``. Rows of weight 0 are removed before training. With
+            ``bootstrap=True`` the weights are used as scikit-learn's
+            ``BaggingClassifier`` uses them: each member's resample is drawn with
+            probabilities proportional to them, and its loss is then unweighted.
 
         Returns
         -------
         self : estimator
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            When ``sample_weight`` is not one finite, non-negative weight per row,
+            or every row has weight 0.
         """
         self._validate_params()
         n_members = self._n_members()
         growing = bool(getattr(self, "warm_start", False)) and hasattr(self, "estimators_")
         X, y = self._validate_training_data(X, y, reset=not growing)
+        sample_weight = training_weights(
+            sample_weight, getattr(self, "class_weight", None), y, self.classes_
+        )
+        if sample_weight is not None:
+            keep = sample_weight > 0
+            if not keep.all():
+                X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
         device = resolve_device(self.device)
         existing: list[NeuralNetClassifier] = list(self.estimators_) if growing else []
         if growing:
@@ -443,12 +476,14 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         kept = member_records(self, existing)
         # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
         records, device = fit_new_members(self, X, y, new_seeds, len(existing), device,
-                                          output_kind, store)
+                                          output_kind, store, sample_weight)
         _set_checkpoints(self, store, len(existing))
         set_member_state(self, kept + records)
         self.seeds_ = seeds
         self.device_ = device
         self.output_kind_ = output_kind
+        # Built on the first prediction, reused until the members change; never pickled.
+        self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
         return self
 
     # ----------------------------------------------------------- prediction
@@ -460,11 +495,19 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         The members are evaluated together through one grouped network when their
         modules allow it, member by member otherwise.
         """
-        modules = [net.module_ for net in self.estimators_]
-        return predict_member_logits(
-            modules, X, self.predict_batch_size,
-            max_members_per_pass=getattr(self, "max_members_per_pass", None),
-        )
+        return self._predict_logits([net.module_ for net in self.estimators_], X)
+
+    def _predict_logits(self, modules: Sequence[nn.Module], X: np.ndarray) -> np.ndarray:
+        """Logits of ``modules`` through the estimator's cached grouped predictor.
+
+        The grouped network is built on the first prediction after a fit (or after
+        unpickling) and rebuilt only when the modules or their weights change.
+        """
+        size = getattr(self, "max_members_per_pass", None)
+        predictor = getattr(self, "_member_predictor", None)
+        if predictor is None or predictor.max_members_per_pass != size:
+            predictor = MemberPredictor(size)  # not kept: predicting leaves self unchanged
+        return predictor(modules, X, self.predict_batch_size)
 
     def predict_member_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of every member.

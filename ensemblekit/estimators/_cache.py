@@ -175,15 +175,20 @@ class _BadEntry(Exception):
 
 
 def member_keys(
-    estimator: Any, X: np.ndarray, y: np.ndarray, seeds: Sequence[int], device: str
+    estimator: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    seeds: Sequence[int],
+    device: str,
+    sample_weight: np.ndarray | None = None,
 ) -> list[str]:
     """One cache key per seed: a digest of everything that determines a member.
 
     The key covers the library and torch versions, the estimator class, every
     parameter except those in :data:`NOT_IN_KEY` (routed parameters included;
     module instances and tensors by their values), the source of the module class
-    when it can be read, the training data (inputs, encoded targets, classes), the
-    device type and the member's seed.
+    when it can be read, the training data (inputs, encoded targets, classes, row
+    weights), the device type and the member's seed.
 
     Raises
     ------
@@ -203,7 +208,8 @@ def member_keys(
         "estimator": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
         "params": _canonical(params),
         "module_source": _source(module) if isinstance(module, type) else None,
-        "data": (joblib.hash(X), joblib.hash(y), joblib.hash(np.asarray(estimator.classes_))),
+        "data": (joblib.hash(X), joblib.hash(y), joblib.hash(np.asarray(estimator.classes_)),
+                 None if sample_weight is None else joblib.hash(sample_weight)),
         "device": torch.device(device).type,
     }
     base = joblib.hash(common)

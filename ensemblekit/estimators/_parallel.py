@@ -40,6 +40,8 @@ MEMBER_KINDS = ("item", "chunk", "row", "shared")
 
 # Fitted attributes a worker needs to build members; every other one stays home.
 _TRAINER_ATTRIBUTES = ("classes_", "n_features_in_", "feature_names_in_", "input_shape_")
+# Private state of an earlier fit that workers have no use for.
+_TRAINER_EXCLUDED = ("_member_predictor", "_checkpoint_store")
 
 
 # ----------------------------------------------------------------- parameters
@@ -144,6 +146,7 @@ def train_group(
     indices: Sequence[int],
     device: str,
     output_kind: str,
+    sample_weight: np.ndarray | None = None,
     progress: Progress | None = None,
     ship_checkpoints: bool = False,
 ) -> list[dict[str, Any]]:
@@ -162,6 +165,8 @@ def train_group(
         Device the group is trained on.
     output_kind : {"logits", "proba", "log_proba"}
         What the module returns (found by the probe in ``fit``).
+    sample_weight : ndarray of shape (n_samples,) or None
+        Training weights of the rows (class weights included).
     progress : Progress, optional
         Progress bar (in this process only).
     ship_checkpoints : bool, default=False
@@ -177,12 +182,16 @@ def train_group(
     # Data shipped to a worker may arrive read-only (joblib memory-maps large arrays),
     # and torch refuses to share memory with a read-only array.
     X, y = np.require(X, requirements="W"), np.require(y, requirements="W")
+    if sample_weight is not None:
+        sample_weight = np.require(sample_weight, requirements="W")
+    bootstrap = trainer._bootstrap()
     nets = [
-        trainer._make_member(int(s), int(i), X, device, progress, trainer._bootstrap(),
-                             output_kind)
+        trainer._make_member(int(s), int(i), X, device, progress, bootstrap, output_kind,
+                             sample_weight)
         for s, i in zip(seeds, indices)
     ]
-    trainer._fit_members(nets, X, y, [int(s) for s in seeds], bar)
+    trainer._fit_members(nets, X, y, [int(s) for s in seeds], bar,
+                         sample_weight=None if bootstrap else sample_weight)
     records = member_records(trainer, nets)
     store = getattr(trainer, "_checkpoint_store", None)
     if ship_checkpoints and store is not None:
@@ -200,6 +209,7 @@ def fit_new_members(
     device: str,
     output_kind: str = "logits",
     store: CheckpointStore | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Load or train the members of ``seeds``: the single dispatch point of ``fit``.
 
@@ -227,6 +237,8 @@ def fit_new_members(
     store : CheckpointStore, optional
         Where the members' trajectories go (``checkpoint_epochs``), one row per
         member of the whole ensemble; rows of loaded members come from the cache.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Training weights of the rows; part of the data a member's key covers.
 
     Returns
     -------
@@ -255,7 +267,7 @@ def fit_new_members(
         cache = None
     if cache is not None:
         try:
-            keys = member_keys(estimator, X, y, seeds, target)
+            keys = member_keys(estimator, X, y, seeds, target, sample_weight)
         except Exception as exc:  # e.g. a lambda among the parameters
             warnings.warn(f"memory is not used: the parameters cannot be hashed ({exc}).",
                           UserWarning, stacklevel=3)
@@ -304,7 +316,8 @@ def fit_new_members(
         if not remote:
             results: Any = (
                 train_group(trainer, X, y, [seeds[i] for i in group],
-                            [first + i for i in group], dev, output_kind, progress)
+                            [first + i for i in group], dev, output_kind, sample_weight,
+                            progress)
                 for group, dev in zip(groups, group_devices)
             )
         else:
@@ -323,23 +336,21 @@ def fit_new_members(
             results = parallel(
                 joblib.delayed(train_group)(
                     trainer, X, y, [seeds[i] for i in group], [first + i for i in group], dev,
-                    output_kind, ship_checkpoints=True,
+                    output_kind, sample_weight, ship_checkpoints=True,
                 )
                 for group, dev in zip(groups, group_devices)
             )
         for group, group_records in zip(groups, results):
             for i, record in zip(group, group_records):
-                if store is not None and not remote:
-                    record["checkpoints"] = _get_rows(store, first + i)
-                if store is not None:
-                    record["checkpoint_epochs"] = store.epochs.copy()
+                shipped = record.pop("checkpoints", None)
+                if store is not None and shipped is not None:
+                    _put_rows(store, first + i, shipped)
                 if cache is not None:
-                    cache.store(keys[i], record)
-                if store is not None:
-                    rows = record.pop("checkpoints")
-                    record.pop("checkpoint_epochs")
-                    if remote:
-                        _put_rows(store, first + i, rows)
+                    entry = record if store is None else {
+                        **record, "checkpoints": _get_rows(store, first + i),
+                        "checkpoint_epochs": store.epochs.copy(),
+                    }
+                    cache.store(keys[i], entry)
                 records[i] = record
             if remote:
                 progress.advance(len(group) * epochs)
@@ -359,7 +370,8 @@ def _trainer(estimator: Any) -> Any:
     trainer = object.__new__(type(estimator))
     trainer.__dict__.update({
         key: value for key, value in vars(estimator).items()
-        if not key.endswith("_") or key.startswith("_") or key in _TRAINER_ATTRIBUTES
+        if (not key.endswith("_") or key.startswith("_") or key in _TRAINER_ATTRIBUTES)
+        and key not in _TRAINER_EXCLUDED
     })
     return trainer
 

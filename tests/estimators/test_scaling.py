@@ -79,8 +79,9 @@ def _fit(cls, params, X, y, **extra):
 @pytest.mark.parametrize(("cls", "params"), ESTIMATORS)
 def test_loky_workers_match_local_fit(cls, params, iris):
     X, y = iris
-    local = _fit(cls, params, X, y)
-    parallel = _fit(cls, params, X, y, n_jobs=2)
+    weights = np.linspace(0.5, 2.0, len(y))  # shipped to the workers with the data
+    local = cls(**TINY, **params).fit(X, y, sample_weight=weights)
+    parallel = cls(**TINY, **params, n_jobs=2).fit(X, y, sample_weight=weights)
     np.testing.assert_allclose(parallel.predict_member_proba(X),
                                local.predict_member_proba(X), **EXACT)
     np.testing.assert_allclose(parallel.predict_proba(X), local.predict_proba(X), **EXACT)
@@ -229,6 +230,12 @@ def test_cache_key_covers_data_parameters_and_seed(iris, tmp_path):
     y_other = y.copy()
     y_other[[0, 60]] = y_other[[60, 0]]
     assert _fit(DeepEnsembleClassifier, base, X, y_other, memory=memory).n_members_trained_ == 2
+    weights = np.linspace(0.5, 2.0, len(y))
+    weighted = DeepEnsembleClassifier(**{**TINY, **base}, memory=memory)
+    assert weighted.fit(X, y, sample_weight=weights).n_members_trained_ == 2
+    assert weighted.fit(X, y, sample_weight=weights).n_members_trained_ == 0
+    reference = DeepEnsembleClassifier(**{**TINY, **base}).fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(weighted.predict_proba(X), reference.predict_proba(X), **EXACT)
     # Parameters that do not change a member leave the key alone.
     same = DeepEnsembleClassifier(**{**TINY, **base}, memory=memory, verbose=0,
                                   max_members_per_pass=1).fit(X, y)
