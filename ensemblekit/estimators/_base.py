@@ -36,6 +36,7 @@ from ..engine import (
     ModuleCopy,
     Progress,
     ProgressCallback,
+    SampleWeightedLoss,
     draw_member_seeds,
     resolve_checkpoint_epochs,
 )
@@ -47,6 +48,7 @@ from ._outputs import (
     predict_nonlinearity,
 )
 from ._probe import probe_member
+from ._sample_weight import training_weights
 from ._validation import check_float, check_int, resolve_device
 
 #: Prefixes of parameters routed to the members' components, as in skorch.
@@ -313,6 +315,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         progress: Progress | None,
         bootstrap: bool = False,
         output_kind: str = "logits",
+        sample_weight: np.ndarray | None = None,
     ) -> NeuralNetClassifier:
         module, module_kwargs = self._module_spec(X)
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
@@ -323,7 +326,12 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         nll = isinstance(criterion, nn.NLLLoss) or (
             isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
         )
-        if output_kind == "log_proba" and nll:
+        if sample_weight is not None and not bootstrap:
+            # Targets carry their weights; the loss is a weighted mean per batch.
+            routed["criterion__loss"] = criterion
+            routed["criterion__log_input"] = output_kind == "proba" and nll
+            criterion = SampleWeightedLoss
+        elif output_kind == "log_proba" and nll:
             # skorch would take the log of these outputs once more.
             routed["criterion__loss"] = criterion
             criterion = LogProbaCriterion
@@ -348,7 +356,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
-            iterator_train__sampler=MemberSampler(len(X), seed, bootstrap),
+            iterator_train__sampler=MemberSampler(
+                len(X), seed, bootstrap, sample_weight if bootstrap else None,
+                replacement=self._batches_with_replacement(),
+            ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
@@ -367,13 +378,17 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
         return False
 
-    def fit(self, X: Any, y: Any) -> BaseNeuralClassifier:
+    def _batches_with_replacement(self) -> bool:
+        return False
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseNeuralClassifier:
         """Train the members.
 
         Parameters
@@ -382,16 +397,38 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             Training inputs: tabular rows or images (any number of trailing axes).
         y : array-like of shape (n_samples,)
             Class labels of any hashable type.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, multiplied by the ``class_weight`` of
+            its class. Each batch's loss is the weighted mean of its per-sample
+            losses, ``sum_i w_i l_i / sum_i w_i``, so weights matter only
+            relative to each other: ``c * ones`` trains exactly as no weights, for
+            any ``c > 0``. Rows of weight 0 are removed before training. With
+            ``bootstrap=True`` the weights are used as scikit-learn's
+            ``BaggingClassifier`` uses them: each member's resample is drawn with
+            probabilities proportional to them, and its loss is then unweighted.
 
         Returns
         -------
         self : estimator
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            When ``sample_weight`` is not one finite, non-negative weight per row,
+            or every row has weight 0.
         """
         self._validate_params()
         n_members = self._n_members()
         growing = bool(getattr(self, "warm_start", False)) and hasattr(self, "estimators_")
         X, y = self._validate_training_data(X, y, reset=not growing)
+        sample_weight = training_weights(
+            sample_weight, getattr(self, "class_weight", None), y, self.classes_
+        )
+        if sample_weight is not None:
+            keep = sample_weight > 0
+            if not keep.all():
+                X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
         device = resolve_device(self.device)
         existing: list[NeuralNetClassifier] = list(self.estimators_) if growing else []
         if growing:
@@ -425,10 +462,11 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         try:
             nets = [
                 self._make_member(int(s), len(existing) + i, X, device, progress,
-                                  self._bootstrap(), output_kind)
+                                  self._bootstrap(), output_kind, sample_weight)
                 for i, s in enumerate(new_seeds)
             ]
-            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress)
+            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
+                              sample_weight=None if self._bootstrap() else sample_weight)
         finally:
             progress.close()
             store, self._checkpoint_store = self._checkpoint_store, None

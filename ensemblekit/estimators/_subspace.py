@@ -99,9 +99,9 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ``None`` builds an :class:`~ensemblekit.models.MLP` sized from the data.
     n_estimators : int, default=1
         Number of independent runs.
-    method : {"random", "dropout", "diagonal_gaussian", "pca_gaussian", \
-"pca_random", "weight_average"}, default="diagonal_gaussian"
-        Sampler, see above.
+    method : str, default="diagonal_gaussian"
+        Sampler: ``"random"``, ``"dropout"``, ``"diagonal_gaussian"``,
+        ``"pca_gaussian"``, ``"pca_random"`` or ``"weight_average"``, see above.
     n_samples : int, default=30
         Networks drawn per run (``"weight_average"`` has one). For
         ``"pca_random"`` it is also the number of random samples the PCA is fitted to.
@@ -155,9 +155,16 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, held-out rows and samples.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -170,10 +177,10 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         The sampled networks, run after run (``n_samples_`` per run).
     n_samples_ : int
         Networks per run: ``n_samples``, or 1 for ``"weight_average"``.
-    n_tries_ : ndarray of shape (n_estimators, n_samples_)
+    n_tries_ : ndarray of shape (n_estimators, n_samples_per_run)
         Draws each sample took (the random stage of ``"pca_random"``; 1 for the
-        methods without rejection).
-    accepted_ : ndarray of shape (n_estimators, n_samples_)
+        methods without rejection); ``n_samples_per_run`` is ``n_samples_``.
+    accepted_ : ndarray of shape (n_estimators, n_samples_per_run)
         Whether each sample passed the accuracy threshold (True for the methods
         without rejection).
     seeds_ : ndarray of shape (n_estimators,)
@@ -202,6 +209,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         module's outputs on a few training rows (skorch's conventions:
         ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
         log-probabilities); predictions turn them into probabilities.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SWAGClassifier : Gaussian fitted to the SGD iterates of one run.
+    DropoutClassifier : Monte Carlo dropout.
 
     Notes
     -----
@@ -254,6 +267,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -281,6 +295,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -360,6 +375,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         networks: list[nn.Module] = []
         tries, accepted = [], []
@@ -370,7 +386,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                 train_rows, valid_rows = self._split(len(X), seed)
                 net.set_params(iterator_train__sampler=MemberSampler(len(train_rows), seed))
             X_train = X[train_rows]
-            fit_sequential([net], X_train, y[train_rows], [seed], progress)
+            fit_sequential([net], X_train, y[train_rows], [seed], progress,
+                           None if sample_weight is None else sample_weight[train_rows])
             refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
             X_refresh = X_train[refresh_rows(len(X_train), self.bn_update_size, refresh)]
             generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))

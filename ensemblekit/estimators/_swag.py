@@ -118,9 +118,16 @@ class SWAGClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, posterior draws and refresh rows.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -164,6 +171,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         module's outputs on a few training rows (skorch's conventions:
         ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
         log-probabilities); predictions turn them into probabilities.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SubspaceSamplingClassifier : Other samplers around one solution.
+    DropoutClassifier : Monte Carlo dropout.
 
     Notes
     -----
@@ -214,6 +227,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -238,6 +252,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -302,8 +317,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
-        fit_sequential(nets, X, y, seeds, progress)
+        fit_sequential(nets, X, y, seeds, progress, sample_weight)
         networks: list[torch.nn.Module] = []
         moments = []
         for net, seed in zip(nets, seeds):
