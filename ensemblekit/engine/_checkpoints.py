@@ -175,7 +175,13 @@ class CheckpointStore:
         self.buffers = self._allocate((self.n_members, k, n_buffers), "checkpoint-buffers")
 
     def allocate_like(self, module: nn.Module) -> None:
-        """Create the arrays for ``module``'s sizes if no record has done so."""
+        """Create the arrays for ``module``'s sizes if no record has done so.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            A network of the recorded architecture.
+        """
         if self.params is None:
             n_params = sum(p.numel() for p in module.parameters())
             self.allocate(n_params, sum(b.numel() for b in batchnorm_buffers(module)))
