@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     X, y = _load()
     params: dict[str, Any] = dict(
-        max_epochs=2 if args.quick else 20, batch_size=64, lr=1e-3, random_state=0,
-        device="cpu", module__hidden_layer_sizes=(16,) if args.quick else (256,),
+        max_epochs=2 if args.quick else 10, batch_size=64, lr=1e-3, random_state=0,
+        device="cpu", module__hidden_layer_sizes=(16,) if args.quick else (64,),
     )
     if args.quick:
         X, y = X[:300], y[:300]

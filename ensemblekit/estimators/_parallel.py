@@ -196,7 +196,7 @@ def train_group(
     store = getattr(trainer, "_checkpoint_store", None)
     if ship_checkpoints and store is not None:
         for record, index in zip(records, indices):
-            record["checkpoints"] = _get_rows(store, int(index))
+            record["checkpoints"] = _get_rows(store, int(index), record["net"])
     return records
 
 
@@ -347,7 +347,7 @@ def fit_new_members(
                     _put_rows(store, first + i, shipped)
                 if cache is not None:
                     entry = record if store is None else {
-                        **record, "checkpoints": _get_rows(store, first + i),
+                        **record, "checkpoints": _get_rows(store, first + i, record["net"]),
                         "checkpoint_epochs": store.epochs.copy(),
                     }
                     cache.store(keys[i], entry)
@@ -376,20 +376,22 @@ def _trainer(estimator: Any) -> Any:
     return trainer
 
 
-def _get_rows(store: CheckpointStore, index: int) -> tuple[np.ndarray, np.ndarray]:
-    if store.params is None or store.buffers is None or not store.filled[index].all():
-        raise RuntimeError(f"member {index} ended training without its checkpoints")
-    return store.params[index].copy(), store.buffers[index].copy()
+def _get_rows(store: CheckpointStore, index: int, net: Any) -> tuple[np.ndarray, ...]:
+    # Rows of a member stopped early by a callback hold NaN where it never got to.
+    store.allocate_like(net.module_)
+    assert store.params is not None and store.buffers is not None
+    return (store.params[index].copy(), store.buffers[index].copy(),
+            store.filled[index].copy())
 
 
-def _put_rows(store: CheckpointStore, index: int, rows: tuple[np.ndarray, np.ndarray]) -> None:
-    params, buffers = rows
+def _put_rows(store: CheckpointStore, index: int, rows: tuple[np.ndarray, ...]) -> None:
+    params, buffers, filled = rows
     if store.params is None:
         store.allocate(params.shape[-1], buffers.shape[-1])
     assert store.params is not None and store.buffers is not None
     store.params[index] = params
     store.buffers[index] = buffers
-    store.filled[index] = True
+    store.filled[index] = filled
 
 
 def _to_device(record: dict[str, Any], device: str) -> dict[str, Any]:
