@@ -356,7 +356,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             device=device,
             verbose=int(self.verbose >= 2),
             iterator_train__sampler=MemberSampler(
-                len(X), seed, bootstrap, sample_weight if bootstrap else None
+                len(X), seed, bootstrap, sample_weight if bootstrap else None,
+                replacement=self._batches_with_replacement(),
             ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
@@ -381,6 +382,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
+        return False
+
+    def _batches_with_replacement(self) -> bool:
         return False
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseNeuralClassifier:

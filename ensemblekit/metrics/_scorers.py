@@ -177,7 +177,7 @@ _SCORERS: dict[str, _MemberProbaScorer] = {
 
 
 def get_scorer_names(*, ensemble_only: bool = False) -> list[str]:
-    """Names accepted by :func:`get_scorer`: scikit-learn's and the ensemble-only ones.
+    """List the names :func:`get_scorer` accepts: scikit-learn's and the ensemble-only ones.
 
     Parameters
     ----------
