@@ -15,7 +15,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,11 +41,19 @@ from ..engine import (
     resolve_checkpoint_epochs,
 )
 from ..models import MLP
+from ._cache import MemberCache
 from ._outputs import (
     LogProbaCriterion,
     outputs_to_log_proba,
     outputs_to_proba,
     predict_nonlinearity,
+)
+from ._parallel import (
+    check_n_jobs,
+    fit_new_members,
+    member_records,
+    resolve_devices,
+    set_member_state,
 )
 from ._probe import probe_member
 from ._sample_weight import training_weights
@@ -106,6 +114,11 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     ``NLLLoss``, as in skorch); ``output_kind_`` records which, and every prediction
     method turns them into probabilities.
     """
+
+    #: How the fitted attributes other than ``estimators_`` split into members and
+    #: join back (see ``_parallel.MEMBER_KINDS``); the member cache and the member
+    #: groups trained in parallel carry them.
+    _member_attributes: ClassVar[dict[str, str]] = {}
 
     # ----------------------------------------------------------- parameters
     def _store_routed(self, routed: dict[str, Any]) -> None:
@@ -207,6 +220,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
         self._checkpoint_plan = _checkpoint_plan(self)
+        check_n_jobs(self.n_jobs)
+        resolve_devices(self.devices)
+        MemberCache.from_memory(self.memory)
 
     # ----------------------------------------------------------- data
     def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -339,7 +355,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         callbacks += self._member_callbacks(seed)
         store = getattr(self, "_checkpoint_store", None)
         if store is not None:
-            callbacks.append(("ensemblekit_trajectory", CheckpointCallback(store, index)))
+            # First, so that a callback ending training (early stopping) cannot skip it.
+            callbacks.insert(0, ("ensemblekit_trajectory", CheckpointCallback(store, index)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
         return NeuralNetClassifier(
@@ -382,6 +399,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
+        return False
+
+    def _trains_jointly(self) -> bool:
+        """Whether members trained together are faster than one by one."""
         return False
 
     def _batches_with_replacement(self) -> bool:
@@ -456,21 +477,13 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 f"warm_start=True needs the module outputs of the first fit "
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
-        progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
-        self._checkpoint_store = _checkpoint_store(self, n_members, len(existing))
-        try:
-            nets = [
-                self._make_member(int(s), len(existing) + i, X, device, progress,
-                                  self._bootstrap(), output_kind, sample_weight)
-                for i, s in enumerate(new_seeds)
-            ]
-            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
-                              sample_weight=None if self._bootstrap() else sample_weight)
-        finally:
-            progress.close()
-            store, self._checkpoint_store = self._checkpoint_store, None
-        _set_checkpoints(self, store, len(existing))
-        self.estimators_ = existing + nets
+        store = _checkpoint_store(self, n_members, len(existing))
+        kept = member_records(self, existing)
+        # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
+        records, device = fit_new_members(self, X, y, new_seeds, len(existing), device,
+                                          output_kind, store, sample_weight)
+        _set_checkpoints(self, store, len(existing), [r["net"] for r in records])
+        set_member_state(self, kept + records)
         self.seeds_ = seeds
         self.device_ = device
         self.output_kind_ = output_kind
@@ -630,15 +643,25 @@ def _checkpoint_store(
     return CheckpointStore(n_members, epochs, directory)
 
 
-def _set_checkpoints(estimator: Any, store: CheckpointStore | None, n_existing: int) -> None:
+def _set_checkpoints(
+    estimator: Any, store: CheckpointStore | None, n_existing: int, nets: Sequence[Any]
+) -> None:
     """Publish the recorded trajectory as ``checkpoints_`` (and drop a stale one)."""
     if store is None:
         for name in ("checkpoints_", "checkpoint_buffers_", "checkpoint_epochs_"):
             if hasattr(estimator, name):
                 delattr(estimator, name)
         return
-    if store.params is None or not store.filled[n_existing:].all():
-        raise RuntimeError("training ended before every requested checkpoint was recorded")
+    store.allocate_like(nets[0].module_)
+    missing = ~store.filled[n_existing:]
+    if missing.any():
+        warnings.warn(
+            f"Training stopped before epochs {store.epochs[missing.any(axis=0)].tolist()} of "
+            "checkpoint_epochs for some members (a callback ended it early); those "
+            "checkpoints are NaN.",
+            UserWarning,
+            stacklevel=3,
+        )
     if n_existing:
         store.params[:n_existing] = estimator.checkpoints_[:n_existing]
         store.buffers[:n_existing] = estimator.checkpoint_buffers_[:n_existing]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
-from ..engine import Progress, derive_seed, fit_sequential
+from ..engine import ENGINES, Progress, derive_seed, train_members
 from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
 from ._validation import check_float, check_int, check_option
@@ -105,6 +105,31 @@ class SWAGClassifier(BaseNeuralClassifier):
         :func:`~ensemblekit.posteriors.refresh_batchnorm`).
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    n_jobs : int or None, default=None
+        Groups of runs trained at the same time through :class:`joblib.Parallel`:
+        loky worker processes by default, the workers of a Dask cluster inside
+        ``joblib.parallel_backend("dask")``. ``None`` means 1 unless a joblib backend
+        context sets it; ``-1`` means all CPUs. The runs equal those of ``n_jobs=1``.
+        Ignored when ``devices`` is given.
+    devices : "all", list of str or None, default=None
+        Shard the runs over these devices (one group and one worker process per
+        device) and gather them on the first one after training; ``"all"`` means
+        every visible CUDA device (the CPU when there is none). ``None`` trains on
+        ``device``.
+    memory : str, joblib.Memory or None, default=None
+        Cache of trained runs, as in :class:`sklearn.pipeline.Pipeline`: a folder
+        or a :class:`joblib.Memory` whose folder is used. Each run is stored under
+        a key of everything that determines it (data, parameters, its seed) and
+        loaded instead of trained when asked for again, so a ``GridSearchCV`` over
+        ``n_estimators`` trains each run once. Needs an integer ``random_state``.
+    engine : {"auto", "sequential", "vectorized"}, default="auto"
+        How the runs are trained, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`: the vectorised engine
+        trains all runs (MultiSWAG) in one batched pass and collects each run's SWAG
+        moments from the stacked parameters; for the same seeds it gives the same
+        moments as ``"sequential"`` up to floating-point rounding.
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train at most this many runs at once.
     checkpoint_epochs : None, "all", int or list of int, default=None
         Record each trained network's trajectory: its flattened parameters (all
         weights and biases) after these zero-based epochs, in ``checkpoints_``.
@@ -138,6 +163,10 @@ class SWAGClassifier(BaseNeuralClassifier):
         The trained runs, holding the final SGD iterate.
     moments_ : list of SWAGMoments
         The collected moments of each run.
+    engine_ : {"sequential", "vectorized"}
+        Engine that trained the runs.
+    engine_reason_ : str
+        Why that engine (the stacked form used, or why ``"auto"`` fell back).
     sample_networks_ : list of torch.nn.Module
         The sampled networks, run after run: ``n_estimators * n_samples`` of them
         (``n_estimators`` for ``"swa"``), BatchNorm refreshed.
@@ -154,11 +183,16 @@ class SWAGClassifier(BaseNeuralClassifier):
     input_shape_ : tuple of int
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
-        Device the runs were trained on.
+        Device the runs are on: ``device``, or the first of ``devices``.
+    n_members_trained_ : int
+        Runs the last call to :meth:`fit` trained.
+    n_members_loaded_ : int
+        Runs the last call to :meth:`fit` loaded from ``memory``.
     checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
         Only with ``checkpoint_epochs``: flat parameters of each trained network
         (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
-        an ``np.memmap`` when ``checkpoint_dir`` is given.
+        an ``np.memmap`` when ``checkpoint_dir`` is given. Epochs that training never
+        reached (a callback stopped it early) are NaN.
     checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
         Only with ``checkpoint_epochs``: the BatchNorm running means and variances
         at the same checkpoints (no columns without BatchNorm), kept apart from the
@@ -221,6 +255,11 @@ class SWAGClassifier(BaseNeuralClassifier):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        n_jobs: int | None = None,
+        devices: Any = None,
+        memory: Any = None,
+        engine: str = "auto",
+        max_members_per_pass: int | None = None,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -246,6 +285,11 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.n_jobs = n_jobs
+        self.devices = devices
+        self.memory = memory
+        self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -259,6 +303,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         super()._validate_params()
         check_int("n_estimators", self.n_estimators)
         check_option("method", self.method, METHODS)
+        check_option("engine", self.engine, ENGINES)
+        if self.max_members_per_pass is not None:
+            check_int("max_members_per_pass", self.max_members_per_pass)
         check_int("n_samples", self.n_samples)
         check_int("swa_freq", self.swa_freq)
         if self.scale is not None:
@@ -297,6 +344,15 @@ class SWAGClassifier(BaseNeuralClassifier):
         # Public ``*_`` attributes appear only once fitting succeeds.
         self._swa_schedule = (swa_start, max_rank)
 
+    _member_attributes: ClassVar[dict[str, str]] = {
+        "moments_": "item", "sample_networks_": "chunk",
+        "swa_start_": "shared", "max_rank_": "shared",
+        "engine_": "shared", "engine_reason_": "shared",
+    }
+
+    def _trains_jointly(self) -> bool:
+        return self.engine != "sequential"
+
     def _n_members(self) -> int:
         return int(self.n_estimators)
 
@@ -318,7 +374,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         progress: Progress,
         sample_weight: np.ndarray | None = None,
     ) -> None:
-        fit_sequential(nets, X, y, seeds, progress, sample_weight)
+        choice = train_members(
+            nets, X, y, seeds, progress, engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
+        )
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason
         networks: list[torch.nn.Module] = []
         moments = []
         for net, seed in zip(nets, seeds):
