@@ -4,7 +4,8 @@
 #                                 default): report in reproduction/report.md; extra
 #                                 arguments go to benchmarks/reproduce_paper.py
 #   bash scripts/run.sh example   the quick-start example
-#   bash scripts/run.sh test      the test suite
+#   bash scripts/run.sh test      the test suite (the default, fast part: -m "not slow")
+#   bash scripts/run.sh test-slow the slow smoke tests (examples, benchmarks, worker processes)
 #   bash scripts/run.sh docs      build the documentation (warnings are errors, gallery run)
 #   bash scripts/run.sh setup     only the set-up
 #   bash scripts/run.sh test-min  a fast subset of the tests at the declared minimum versions
@@ -35,11 +36,12 @@ case "$job" in
     setup) ;;
     reproduce) "$py" benchmarks/reproduce_paper.py --out reproduction "$@" ;;
     example) "$py" examples/quickstart.py ;;
-    test) "$py" -m pytest -q ;;
+    test) "$py" -m pytest -q -m "not slow" "$@" ;;
+    test-slow) "$py" -m pytest -q -m slow "$@" ;;
     docs)
         rm -rf docs/_build docs/generated docs/auto_examples
         "$py" -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
         echo "documentation built in docs/_build/html" ;;
-    *) echo "unknown job '$job': use reproduce, example, test, test-min, docs or setup" >&2
+    *) echo "unknown job '$job': use reproduce, example, test, test-slow, test-min, docs or setup" >&2
        exit 2 ;;
 esac
