@@ -17,6 +17,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 
 from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._losses import GaussianNLLCriterion, SquaredErrorCriterion, split_mean_variance
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -59,6 +60,7 @@ __all__ = [
     "CheckpointCallback",
     "CheckpointStore",
     "EngineChoice",
+    "GaussianNLLCriterion",
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
@@ -66,6 +68,7 @@ __all__ = [
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "SquaredErrorCriterion",
     "StepSchedule",
     "VmapNetwork",
     "augment_seed",
@@ -84,6 +87,7 @@ __all__ = [
     "reset_module_parameters",
     "resolve_checkpoint_epochs",
     "seeded_torch",
+    "split_mean_variance",
     "stack_members",
     "train_members",
     "train_seed",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from skorch import NeuralNet, NeuralNetClassifier
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 from torch import Tensor, nn
@@ -179,9 +179,10 @@ def vectorization_blocker(net: NeuralNet) -> str | None:
         return "the members do not draw their data order from a MemberSampler"
     if net.dataset is not Dataset or net.get_params_for("dataset"):
         return "a custom skorch dataset is used"
+    reference = NeuralNetRegressor if isinstance(net, NeuralNetRegressor) else NeuralNetClassifier
     for method in ("train_step", "train_step_single", "infer", "get_loss", "fit_loop",
                    "run_single_epoch"):
-        if getattr(type(net), method) is not getattr(NeuralNetClassifier, method):
+        if getattr(type(net), method) is not getattr(reference, method):
             return f"the member net overrides {method}"
     return None
 
@@ -315,7 +316,7 @@ def _write_optimizer_state(
 
 
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
-    """A function of (outputs (M, B, C), targets (M, B)) returning each member's loss."""
+    """A function of (outputs (M, B, C), targets (M, B, ...)) returning each member's loss."""
     crit = nets[0].criterion_
     fast = (
         type(crit) is nn.CrossEntropyLoss
@@ -335,6 +336,12 @@ def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tens
             return per_sample.view(m, b).mean(dim=1)
 
         return cross_entropy
+
+    # Regression criteria (``engine/_losses.py``) compute every member's loss at once.
+    if callable(getattr(crit, "member_losses", None)) and all(
+        type(net.criterion_) is type(crit) for net in nets
+    ):
+        return crit.member_losses
 
     def generic(out: Tensor, yb: Tensor) -> Tensor:
         return torch.stack([
@@ -517,8 +524,8 @@ def fit_vectorized(
         Configured, uninitialised member nets (see :func:`vectorization_blocker`).
     X : ndarray of shape (n_samples, ...)
         Training inputs, float32: feature vectors or (C, H, W) images.
-    y : ndarray of shape (n_samples,)
-        Encoded integer targets.
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        Encoded integer targets, or float regression targets.
     seeds : sequence of int
         One seed per member.
     progress : Progress, optional
@@ -567,7 +574,7 @@ def fit_vectorized(
         lr_schedule=lr_schedule,
     )
     Xd = torch.as_tensor(X).to(device)
-    yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+    yd = torch.as_tensor(y, dtype=_target_dtype(y)).to(device)
     size = len(nets) if max_members_per_pass is None else min(max_members_per_pass, len(nets))
     forms = []
     start = 0
@@ -590,6 +597,11 @@ def fit_vectorized(
     n_passes = len(forms)
     return f"{forms[0]}, {size} members per pass" + (f" ({n_passes} passes)" if n_passes > 1
                                                        else "")
+
+
+def _target_dtype(y: np.ndarray) -> torch.dtype:
+    """Class indices stay int64; regression targets train in float32."""
+    return torch.float32 if np.issubdtype(np.asarray(y).dtype, np.floating) else torch.int64
 
 
 def train_members(

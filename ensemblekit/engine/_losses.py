@@ -1,0 +1,122 @@
+"""Regression losses of a member network, one value per member when members are stacked.
+
+A criterion here works on one member's outputs of shape ``(batch, n_outputs)`` (the
+sequential engine, through skorch) and offers :meth:`member_losses` for the stacked
+outputs ``(n_members, batch, n_outputs)`` of the vectorised engine; both compute the
+same mean over the batch, so the engines train the same members.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+#: Variance floor added after the softplus, in units of the (standardised) target squared.
+DEFAULT_MIN_VARIANCE = 1e-6
+
+
+def split_mean_variance(
+    outputs: Tensor, min_variance: float = DEFAULT_MIN_VARIANCE
+) -> tuple[Tensor, Tensor]:
+    """Mean and variance from the raw outputs of a Gaussian head.
+
+    The last axis holds ``2 * n_targets`` values: the means, then the raw variances,
+    which become ``softplus(raw) + min_variance`` (positive, with a floor that keeps
+    the likelihood bounded), as in Lakshminarayanan et al. (2017).
+
+    Parameters
+    ----------
+    outputs : torch.Tensor of shape (..., 2 * n_targets)
+        Module outputs.
+    min_variance : float, default=1e-6
+        Variance floor.
+
+    Returns
+    -------
+    mean, variance : torch.Tensor of shape (..., n_targets)
+
+    Examples
+    --------
+    >>> mean, var = split_mean_variance(torch.tensor([[1.0, 0.0]]), min_variance=0.0)
+    >>> mean.tolist(), round(var.item(), 6)  # softplus(0) = log 2
+    ([[1.0]], 0.693147)
+    """
+    width = outputs.shape[-1]
+    if width % 2:
+        raise ValueError(
+            f"A Gaussian head returns 2 * n_targets outputs (means, then variances), got {width}."
+        )
+    mean, raw = outputs.split(width // 2, dim=-1)
+    return mean, F.softplus(raw) + min_variance
+
+
+class GaussianNLLCriterion(nn.Module):
+    r"""Gaussian negative log-likelihood of a mean-and-variance head.
+
+    With :math:`\mu, \sigma^2` from :func:`split_mean_variance`, the loss is the mean
+    over rows and targets of
+
+    .. math:: \tfrac12 \log \sigma^2 + \frac{(y - \mu)^2}{2 \sigma^2},
+
+    the negative log-density of :math:`N(\mu, \sigma^2)` without its constant
+    :math:`\tfrac12\log 2\pi` (Lakshminarayanan, Pritzel & Blundell, "Simple and
+    Scalable Predictive Uncertainty Estimation using Deep Ensembles", NeurIPS 2017,
+    Eq. 1). This is :func:`torch.nn.functional.gaussian_nll_loss` with
+    ``full=False`` applied to that mean and variance.
+
+    Parameters
+    ----------
+    min_variance : float, default=1e-6
+        Floor added to the softplus of the raw variance.
+
+    Examples
+    --------
+    >>> crit = GaussianNLLCriterion(min_variance=0.0)
+    >>> out = torch.tensor([[0.0, math.log(math.e - 1.0)]])  # mean 0, variance 1
+    >>> round(crit(out, torch.tensor([[2.0]])).item(), 6)  # (2 - 0)^2 / 2
+    2.0
+    """
+
+    def __init__(self, min_variance: float = DEFAULT_MIN_VARIANCE) -> None:
+        super().__init__()
+        self.min_variance = float(min_variance)
+
+    def _elementwise(self, outputs: Tensor, target: Tensor) -> Tensor:
+        mean, var = split_mean_variance(outputs, self.min_variance)
+        target = target.reshape(mean.shape).to(mean.dtype)
+        return 0.5 * (torch.log(var) + (target - mean) ** 2 / var)
+
+    def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
+        return self._elementwise(outputs, target).mean()
+
+    def member_losses(self, outputs: Tensor, target: Tensor) -> Tensor:
+        """Each member's loss from stacked outputs ``(M, B, 2T)`` and targets ``(M, B, T)``."""
+        per = self._elementwise(outputs, target)
+        return per.reshape(per.shape[0], -1).mean(dim=1)
+
+
+class SquaredErrorCriterion(nn.MSELoss):
+    """Mean squared error, with the per-member form the vectorised engine uses.
+
+    Identical to :class:`torch.nn.MSELoss` (mean over rows and targets).
+
+    Examples
+    --------
+    >>> SquaredErrorCriterion()(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [0.0]]))
+    tensor(5.)
+    """
+
+    def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
+        return super().forward(outputs, target.reshape(outputs.shape).to(outputs.dtype))
+
+    def member_losses(self, outputs: Tensor, target: Tensor) -> Tensor:
+        """Each member's loss from stacked outputs ``(M, B, T)`` and targets ``(M, B, T)``."""
+        per = (outputs - target.reshape(outputs.shape).to(outputs.dtype)) ** 2
+        return per.reshape(per.shape[0], -1).mean(dim=1)
+
+
+#: Half the log of 2 pi, the constant the training loss leaves out.
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
