@@ -6,6 +6,10 @@ n_classes)``. Probabilities must be finite, non-negative and sum to 1 along the 
 within an absolute tolerance of ``1e-3``; anything else raises a ValueError. True labels are
 integer column indices ``0 .. n_classes - 1`` unless a ``labels`` array maps them.
 Logarithms are natural (nats).
+
+Regression metrics score the Gaussian mixture of the members: member means and standard
+deviations of shape ``(n_members, n_samples)`` or ``(n_members, n_samples, n_targets)``
+(what a regressor's ``predict_member`` returns) with true targets ``y_true``.
 """
 
 from ._calibration import (
@@ -24,6 +28,16 @@ from ._diversity import (
     pairwise_disagreement,
 )
 from ._information import js_diversity, mutual_information, pairwise_kl
+from ._regression import (
+    crps,
+    gaussian_nll,
+    interval_calibration_curve,
+    interval_calibration_error,
+    interval_coverage,
+    interval_width,
+    mixture_cdf,
+    predictive_interval,
+)
 from ._scorers import get_scorer, get_scorer_names
 from ._weights import (
     weight_cosine_similarity,
@@ -36,20 +50,28 @@ __all__ = [
     "EnsembleSizeCurve",
     "accuracy",
     "brier_score",
+    "crps",
     "disagreement",
     "diversity_accuracy_limits",
     "ensemble_proba",
     "ensemble_size_curve",
     "expected_calibration_error",
+    "gaussian_nll",
     "get_scorer",
     "get_scorer_names",
+    "interval_calibration_curve",
+    "interval_calibration_error",
+    "interval_coverage",
+    "interval_width",
     "js_diversity",
     "mean_pairwise_disagreement",
+    "mixture_cdf",
     "mutual_information",
     "negative_log_likelihood",
     "normalized_disagreement",
     "pairwise_disagreement",
     "pairwise_kl",
+    "predictive_interval",
     "weight_cosine_similarity",
     "weight_cosine_similarity_matrix",
     "weight_distance",

@@ -18,6 +18,7 @@ from ._calibration import (
 )
 from ._diversity import mean_pairwise_disagreement
 from ._information import js_diversity
+from ._regression import REGRESSION_SCORERS
 from ._validation import check_member_proba, encode_labels, to_numpy
 
 ScoreFunc = Callable[[np.ndarray, "np.ndarray | None"], float]
@@ -130,6 +131,8 @@ _SCORERS: dict[str, _MemberProbaScorer] = {
         _MemberProbaScorer("js_diversity", _js_diversity, needs_y=False),
     )
 }
+# Scorers of regressors, from their members' means and standard deviations.
+_SCORERS.update(REGRESSION_SCORERS)  # type: ignore[arg-type]
 
 
 def get_scorer_names() -> list[str]:
@@ -144,8 +147,10 @@ def get_scorer_names() -> list[str]:
     --------
     >>> from ensemblekit.metrics import get_scorer_names
     >>> get_scorer_names()  # doctest: +NORMALIZE_WHITESPACE
-    ['accuracy', 'disagreement', 'js_diversity', 'neg_brier_score',
-     'neg_expected_calibration_error', 'neg_log_loss', 'normalized_disagreement']
+    ['accuracy', 'disagreement', 'interval_coverage_90', 'js_diversity',
+     'neg_brier_score', 'neg_crps', 'neg_expected_calibration_error', 'neg_gaussian_nll',
+     'neg_interval_calibration_error', 'neg_interval_width_90', 'neg_log_loss',
+     'normalized_disagreement']
     """
     return sorted(_SCORERS)
 
@@ -180,7 +185,17 @@ def get_scorer(name: str) -> Callable[..., float]:
                                             ``UndefinedMetricWarning`` if every member is
                                             right on every sample)
     ``"js_diversity"``                      :func:`js_diversity` of the members
+    ``"neg_gaussian_nll"``                  regressors: minus :func:`gaussian_nll` of the
+                                            mixture of the members' Gaussians
+    ``"neg_crps"``                          regressors: minus :func:`crps` of that mixture
+    ``"neg_interval_calibration_error"``    regressors: minus
+                                            :func:`interval_calibration_error`
+    ``"interval_coverage_90"``              regressors: :func:`interval_coverage` at 0.9
+    ``"neg_interval_width_90"``             regressors: minus :func:`interval_width` at 0.9
     ======================================  ====================================================
+
+    The regression scorers call ``estimator.predict_member(X)`` (means and standard
+    deviations, see :mod:`ensemblekit.metrics`), inside a fitted search or a Pipeline too.
 
     With a single member, ``"disagreement"`` and ``"normalized_disagreement"`` return 0 (a
     network does not disagree with itself), as ``"js_diversity"`` does by its definition;

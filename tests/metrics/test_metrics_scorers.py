@@ -83,8 +83,18 @@ def _expected(name, member_proba, y_idx):
     return np.dot(ratios, errors) / np.sum(errors)
 
 
+# Tested with the regressors in test_metrics_regression.py.
+REGRESSION_SCORER_NAMES = [
+    "interval_coverage_90",
+    "neg_crps",
+    "neg_gaussian_nll",
+    "neg_interval_calibration_error",
+    "neg_interval_width_90",
+]
+
+
 def test_scorer_names():
-    assert get_scorer_names() == SCORER_NAMES
+    assert get_scorer_names() == sorted(SCORER_NAMES + REGRESSION_SCORER_NAMES)
 
 
 @pytest.mark.parametrize("name", SCORER_NAMES)
