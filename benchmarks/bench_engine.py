@@ -17,12 +17,19 @@ between ``torch.cuda.synchronize()`` calls and peak memory is ``max_memory_alloc
 the CPU peak memory is the process's peak resident set (it never decreases, so later
 methods inherit earlier peaks).
 
+The ``predict`` case measures prediction latency instead: ``predict_proba`` of a fitted
+5-member MLP ensemble (its grouped network cached after the first call) against a plain
+loop over the members' torch modules (softmax and mean included), and against a grouped
+network built for every call, at 64, 1,000 and 10,000 rows (median of repeated calls).
+
 Usage::
 
-    python benchmarks/bench_engine.py [--device cpu|cuda] [--cases mlp,smallcnn,resnet20]
+    python benchmarks/bench_engine.py [--device cpu|cuda]
+                                      [--cases mlp,smallcnn,resnet20,predict]
                                       [--quick] [--out benchmarks/results]
 
-Results go to ``<out>/engine_<device>[_quick].json`` and ``.md``.
+Results go to ``<out>/<prefix>_<device>[_quick].json`` and ``.md`` (``--prefix``,
+default ``engine``).
 """
 
 from __future__ import annotations
@@ -100,7 +107,12 @@ def make_case(name: str, device: str, quick: bool) -> Case:
                     {}, f"CIFAR-shaped random images, {n} per epoch, random crop (padding 4) "
                     "and flip on the device for every method",
                     augment=random_crop_flip is not None)
-    raise ValueError(f"unknown case {name!r}; choose from mlp, smallcnn, resnet20")
+    if name == "predict":
+        return Case(name, "MLP", 2_000 if not quick else 500, (50,), 5, 5, 2, 128, 1e-3,
+                    "fp32", False, {"hidden_layer_sizes": (100,)},
+                    "prediction latency of a fitted ensemble (MLP with one hidden layer of "
+                    "100 units)")
+    raise ValueError(f"unknown case {name!r}; choose from mlp, smallcnn, resnet20, predict")
 
 
 def module_class(case: Case) -> type[nn.Module]:
@@ -246,6 +258,60 @@ def run_case(case: Case, device: str, methods: tuple[str, ...]) -> list[Result]:
     return results
 
 
+# ----------------------------------------------------------------- prediction latency
+PREDICT_METHODS = ("plain-loop", "predict_proba", "predict_proba (uncached)")
+
+
+def _median_seconds(fn: Callable[[], Any], device: str, repeats: int) -> float:
+    fn()  # warm-up (builds the cached grouped network on the first call)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run_predict_case(case: Case, device: str, quick: bool) -> list[dict[str, Any]]:
+    """Median latency of each prediction method at several numbers of rows."""
+    from ensemblekit.engine import predict_member_logits
+
+    X, y = make_data(case)
+    clf = estimator(case, "auto", device, case.epochs).fit(X, y)
+    modules = [net.module_.eval() for net in clf.estimators_]
+
+    def plain(xb: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.as_tensor(xb, device=device)
+            logits = torch.stack([mod(x) for mod in modules])
+            return logits.float().softmax(-1).mean(0).cpu().numpy()
+
+    def uncached(xb: np.ndarray) -> np.ndarray:
+        logits = predict_member_logits(modules, xb, clf.predict_batch_size)
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        return (z / z.sum(-1, keepdims=True)).mean(0)
+
+    methods = {"plain-loop": plain, "predict_proba": clf.predict_proba,
+               "predict_proba (uncached)": uncached}
+    rows = []
+    for n_rows, repeats in ((64, 300), (1_000, 60), (10_000, 10)):
+        if quick:
+            repeats = max(3, repeats // 10)
+        xb = make_data(case, n=n_rows, seed=2)[0]
+        np.testing.assert_allclose(clf.predict_proba(xb), plain(xb), rtol=1e-4, atol=1e-5)
+        times = {name: _median_seconds(lambda f=fn, x=xb: f(x), device, repeats)
+                 for name, fn in methods.items()}
+        for name in PREDICT_METHODS:
+            rows.append({"rows": n_rows, "method": name, "median_ms": 1e3 * times[name],
+                         "vs_plain_loop": times[name] / times["plain-loop"],
+                         "repeats": repeats})
+            print(f"  [predict] {n_rows} rows, {name}: {1e3 * times[name]:.3f} ms "
+                  f"({times[name] / times['plain-loop']:.2f}x the plain loop)", flush=True)
+    return rows
+
+
 # ----------------------------------------------------------------- reporting
 def environment(device: str) -> dict[str, Any]:
     import sklearn
@@ -292,6 +358,22 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for entry in report["cases"]:
         case = entry["config"]
+        if entry.get("kind") == "prediction":
+            lines += [
+                f"## {entry['case']}: prediction latency, {case['module']}, "
+                f"M = {case['members']}",
+                "",
+                f"{case['note']}; median wall time per call (ms) and its ratio to a plain loop "
+                "over the member modules measured in the same run.",
+                "",
+                "| rows | method | median (ms) | vs plain loop | repeats |",
+                "|---:|---|---:|---:|---:|",
+            ]
+            for r in entry["results"]:
+                lines.append(f"| {r['rows']:,} | {r['method']} | {r['median_ms']:.3f} | "
+                             f"{r['vs_plain_loop']:.2f}x | {r['repeats']} |")
+            lines.append("")
+            continue
         lines += [
             f"## {entry['case']}: {case['module']}, M = {case['members']}, batch "
             f"{case['batch_size']} per member",
@@ -325,6 +407,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--prefix", default="engine",
+                        help="results go to <out>/<prefix>_<device>[_quick].json and .md")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -353,16 +437,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in [c for c in args.cases.split(",") if c]:
         case = make_case(name, args.device, args.quick)
         print(f"case {name}: {asdict(case)}", flush=True)
-        results = run_case(case, args.device, methods)
-        report["cases"].append({"case": name, "config": asdict(case),
-                                "results": [asdict(r) for r in results]})
+        if name == "predict":
+            report["cases"].append({"case": name, "kind": "prediction", "config": asdict(case),
+                                    "results": run_predict_case(case, args.device,
+                                                                args.quick)})
+        else:
+            results = run_case(case, args.device, methods)
+            report["cases"].append({"case": name, "kind": "training", "config": asdict(case),
+                                    "results": [asdict(r) for r in results]})
         if hasattr(os, "getloadavg"):
             report["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
         # Written after every case, so an interrupted run keeps what it measured.
-        (out / f"engine_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / f"engine_{tag}.md").write_text(markdown(report) + "\n")
+        (out / f"{args.prefix}_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / f"{args.prefix}_{tag}.md").write_text(markdown(report) + "\n")
     print(markdown(report))
-    print(f"wrote {out / f'engine_{tag}.json'} and .md", flush=True)
+    print(f"wrote {out / f'{args.prefix}_{tag}.json'} and .md", flush=True)
     return report
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +65,16 @@ def test_paper_script_quick(tmp_path):
     assert set(data["shift"]) == {str(s) for s in range(6)}
     assert 0.0 <= data["clean"]["accuracy"]["1"] <= 1.0
     assert 0.0 <= data["clean"]["brier"]["2"] <= 2.0
+
+
+@pytest.mark.slow
+def test_engine_benchmark_prediction_case(tmp_path):
+    _run("bench_engine.py", "--quick", "--cases", "predict", "--threads", "1", "--out",
+         str(tmp_path), "--prefix", "latency")
+    (result,) = tmp_path.glob("latency_cpu*.json")
+    (entry,) = json.loads(result.read_text())["cases"]
+    assert entry["kind"] == "prediction"
+    assert {r["method"] for r in entry["results"]} == {
+        "plain-loop", "predict_proba", "predict_proba (uncached)"}
+    assert {r["rows"] for r in entry["results"]} == {64, 1_000, 10_000}
+    assert "Load average" in (tmp_path / result.name.replace(".json", ".md")).read_text()

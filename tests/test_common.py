@@ -31,6 +31,22 @@ def _estimators():
     ]
 
 
-@parametrize_with_checks(_estimators())
+# Integer weights equal repeated rows in expectation only: with minibatches, repeating
+# a row changes the number of batches per epoch and which rows share a batch, so the
+# trained networks differ (the loss is a weighted mean per batch; with one full batch
+# and no shuffling effect the two agree, see tests/estimators/test_sample_weight.py).
+_EXPECTED_FAILURES = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "minibatch training: repeated rows change the batches, weights do not",
+}
+
+
+def _expected_failures(estimator):
+    # The subspace sampler's predictions are those of random perturbations of the
+    # trained network, close enough for the check's tolerance.
+    return {} if isinstance(estimator, SubspaceSamplingClassifier) else _EXPECTED_FAILURES
+
+
+@parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

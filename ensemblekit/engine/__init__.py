@@ -18,6 +18,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._losses import GaussianNLLCriterion, SquaredErrorCriterion, split_mean_variance
+from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
     MemberSampler,
@@ -51,6 +52,7 @@ from ._vectorized import (
     vectorization_blocker,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -64,10 +66,12 @@ __all__ = [
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
     "Progress",
     "ProgressCallback",
+    "SampleWeightedLoss",
     "SquaredErrorCriterion",
     "StepSchedule",
     "VmapNetwork",
@@ -92,4 +96,5 @@ __all__ = [
     "train_members",
     "train_seed",
     "vectorization_blocker",
+    "weighted_targets",
 ]

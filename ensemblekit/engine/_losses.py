@@ -4,11 +4,14 @@ A criterion here works on one member's outputs of shape ``(batch, n_outputs)`` (
 sequential engine, through skorch) and offers :meth:`member_losses` for the stacked
 outputs ``(n_members, batch, n_outputs)`` of the vectorised engine; both compute the
 same mean over the batch, so the engines train the same members.
+
+Targets have ``n_targets`` columns, or one more holding each row's weight (a weighted
+fit, see :func:`~ensemblekit.engine.weighted_targets`): the loss is then the weighted
+mean over rows, ``sum_i w_i l_i / sum_i w_i``, of the per-row losses ``l_i`` (each the
+mean over targets).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +56,22 @@ def split_mean_variance(
     return mean, F.softplus(raw) + min_variance
 
 
+def _row_losses(per_element: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean over the trailing (row, target) axes: weighted over rows when weights are given."""
+    rows = per_element.mean(dim=-1)
+    if weights is None:
+        return rows.mean(dim=-1)
+    weights = weights.to(rows.dtype)
+    return (rows * weights).sum(dim=-1) / weights.sum(dim=-1)
+
+
+def _targets_and_weights(target: Tensor, n_targets: int) -> tuple[Tensor, Tensor | None]:
+    target = target.reshape(*target.shape[:-1], -1) if target.dim() > 1 else target[:, None]
+    if target.shape[-1] == n_targets + 1:
+        return target[..., :n_targets], target[..., n_targets]
+    return target, None
+
+
 class GaussianNLLCriterion(nn.Module):
     r"""Gaussian negative log-likelihood of a mean-and-variance head.
 
@@ -75,7 +94,8 @@ class GaussianNLLCriterion(nn.Module):
     Examples
     --------
     >>> crit = GaussianNLLCriterion(min_variance=0.0)
-    >>> out = torch.tensor([[0.0, math.log(math.e - 1.0)]])  # mean 0, variance 1
+    >>> raw = torch.log(torch.expm1(torch.tensor(1.0)))  # softplus(raw) = 1
+    >>> out = torch.stack([torch.tensor(0.0), raw])[None]  # mean 0, variance 1
     >>> round(crit(out, torch.tensor([[2.0]])).item(), 6)  # (2 - 0)^2 / 2
     2.0
     """
@@ -84,24 +104,24 @@ class GaussianNLLCriterion(nn.Module):
         super().__init__()
         self.min_variance = float(min_variance)
 
-    def _elementwise(self, outputs: Tensor, target: Tensor) -> Tensor:
-        mean, var = split_mean_variance(outputs, self.min_variance)
-        target = target.reshape(mean.shape).to(mean.dtype)
-        return 0.5 * (torch.log(var) + (target - mean) ** 2 / var)
-
     def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
-        return self._elementwise(outputs, target).mean()
+        mean, var = split_mean_variance(outputs, self.min_variance)
+        target, weights = _targets_and_weights(target, mean.shape[-1])
+        target = target.reshape(mean.shape).to(mean.dtype)
+        return _row_losses(0.5 * (torch.log(var) + (target - mean) ** 2 / var), weights)
 
     def member_losses(self, outputs: Tensor, target: Tensor) -> Tensor:
-        """Each member's loss from stacked outputs ``(M, B, 2T)`` and targets ``(M, B, T)``."""
-        per = self._elementwise(outputs, target)
-        return per.reshape(per.shape[0], -1).mean(dim=1)
+        """Each member's loss from stacked outputs ``(M, B, 2T)`` and targets ``(M, B, T)``.
+
+        Targets may carry a weight column, ``(M, B, T + 1)``, as in :meth:`forward`.
+        """
+        return self.forward(outputs, target)
 
 
-class SquaredErrorCriterion(nn.MSELoss):
+class SquaredErrorCriterion(nn.Module):
     """Mean squared error, with the per-member form the vectorised engine uses.
 
-    Identical to :class:`torch.nn.MSELoss` (mean over rows and targets).
+    Without weights, :class:`torch.nn.MSELoss` (mean over rows and targets).
 
     Examples
     --------
@@ -110,13 +130,13 @@ class SquaredErrorCriterion(nn.MSELoss):
     """
 
     def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
-        return super().forward(outputs, target.reshape(outputs.shape).to(outputs.dtype))
+        target, weights = _targets_and_weights(target, outputs.shape[-1])
+        target = target.reshape(outputs.shape).to(outputs.dtype)
+        return _row_losses((outputs - target) ** 2, weights)
 
     def member_losses(self, outputs: Tensor, target: Tensor) -> Tensor:
-        """Each member's loss from stacked outputs ``(M, B, T)`` and targets ``(M, B, T)``."""
-        per = (outputs - target.reshape(outputs.shape).to(outputs.dtype)) ** 2
-        return per.reshape(per.shape[0], -1).mean(dim=1)
+        """Each member's loss from stacked outputs ``(M, B, T)`` and targets ``(M, B, T)``.
 
-
-#: Half the log of 2 pi, the constant the training loss leaves out.
-HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+        Targets may carry a weight column, ``(M, B, T + 1)``, as in :meth:`forward`.
+        """
+        return self.forward(outputs, target)

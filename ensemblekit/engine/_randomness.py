@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,13 +41,29 @@ _ORDER_STREAM = 1
 _BOOTSTRAP_STREAM = 2
 
 
-def bootstrap_indices(seed: int, n_samples: int) -> torch.Tensor:
-    """Indices of a member's bootstrap resample (with replacement, size ``n_samples``)."""
+def bootstrap_indices(
+    seed: int, n_samples: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Indices of a member's bootstrap resample (with replacement, size ``n_samples``).
+
+    With ``weights`` (non-negative, one per row) rows are drawn with probabilities
+    proportional to them, as scikit-learn's ``BaggingClassifier`` draws with
+    ``sample_weight``; the resample then carries the weights in its counts.
+    """
     gen = torch.Generator().manual_seed(derive_seed(seed, _BOOTSTRAP_STREAM))
+    if weights is not None:
+        p = torch.as_tensor(weights, dtype=torch.float64)
+        return torch.multinomial(p / p.sum(), n_samples, replacement=True, generator=gen)
     return torch.randint(n_samples, (n_samples,), generator=gen)
 
 
-def epoch_indices(seed: int, epoch: int, n_samples: int, bootstrap: bool = False) -> torch.Tensor:
+def epoch_indices(
+    seed: int,
+    epoch: int,
+    n_samples: int,
+    bootstrap: bool = False,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Training order of one member in one epoch.
 
     Each member shuffles its data with its own generator, derived from its seed and
@@ -62,6 +79,9 @@ def epoch_indices(seed: int, epoch: int, n_samples: int, bootstrap: bool = False
         Number of training samples.
     bootstrap : bool, default=False
         Whether the member trains on a bootstrap resample of the data.
+    weights : torch.Tensor of shape (n_samples,), optional
+        Bootstrap only: draw the resample with probabilities proportional to these
+        row weights (see :func:`bootstrap_indices`).
 
     Returns
     -------
@@ -79,7 +99,7 @@ def epoch_indices(seed: int, epoch: int, n_samples: int, bootstrap: bool = False
     gen = torch.Generator().manual_seed(derive_seed(seed, _ORDER_STREAM, epoch))
     order = torch.randperm(n_samples, generator=gen)
     if bootstrap:
-        return bootstrap_indices(seed, n_samples)[order]
+        return bootstrap_indices(seed, n_samples, weights)[order]
     return order
 
 
@@ -94,12 +114,17 @@ class MemberSampler(Sampler[int]):
         The member's seed.
     bootstrap : bool, default=False
         Whether to draw a bootstrap resample.
+    weights : array-like of shape (n_samples,), optional
+        Bootstrap only: row weights the resample is drawn in proportion to.
     """
 
-    def __init__(self, n_samples: int, seed: int, bootstrap: bool = False) -> None:
+    def __init__(self, n_samples: int, seed: int, bootstrap: bool = False,
+                 weights: Any = None) -> None:
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.bootstrap = bool(bootstrap)
+        self.weights = None if weights is None else torch.as_tensor(weights,
+                                                                    dtype=torch.float64)
         self.epoch = 0
 
     def reset(self) -> None:
@@ -107,7 +132,8 @@ class MemberSampler(Sampler[int]):
         self.epoch = 0
 
     def __iter__(self) -> Iterator[int]:
-        indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap)
+        indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap,
+                                getattr(self, "weights", None))
         self.epoch += 1
         return iter(indices.tolist())
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ._progress import Progress
 from ._randomness import derive_seed, seeded_torch
+from ._weights import weighted_targets
 
 # Stream identifiers: initial weights and training-time draws (dropout) never share a stream.
 _INIT_STREAM = 11
@@ -81,6 +82,7 @@ def fit_sequential(
     y: np.ndarray,
     seeds: Sequence[int],
     progress: Progress | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> None:
     """Train each member net in turn, each under its own seed.
 
@@ -96,7 +98,12 @@ def fit_sequential(
         One seed per member: it fixes initialisation and dropout masks.
     progress : Progress, optional
         Advanced once per member-epoch by a callback the net carries.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Per-row loss weights; the nets' criterion must then be a
+        :class:`~ensemblekit.engine.SampleWeightedLoss`.
     """
+    if sample_weight is not None:
+        y = weighted_targets(y, sample_weight)
     for net, seed in zip(nets, seeds):
         sampler = net.get_params_for("iterator_train").get("sampler")
         if sampler is not None and hasattr(sampler, "reset"):

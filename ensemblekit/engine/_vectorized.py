@@ -11,6 +11,7 @@ optimizers then update each member exactly as they would alone.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from ._checkpoints import CheckpointCallback, checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._predict import predict_member_logits
 from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
 from ._schedule import LRScheduleCallback, Schedule, scheduled_lr
@@ -33,10 +35,10 @@ from ._sequential import (
     fit_sequential,
     initialize_member,
     module_device,
-    predict_logits_sequential,
     train_seed,
 )
 from ._vmap import VmapNetwork
+from ._weights import SampleWeightedLoss, split_targets, weighted_targets
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",
@@ -232,12 +234,13 @@ def stack_members(
     'grouped'
     """
     modules = list(modules)
-    if len(tuple(sample_shape)) not in (1, 3):
-        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors nor "
-               "(C, H, W) images")
+    if len(tuple(sample_shape)) not in (1, 2, 3):
+        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors, "
+               "(C, L) sequences nor (C, H, W) images")
     else:
         try:
-            grouped = group_modules(modules, channels_last=channels_last)
+            grouped = group_modules(modules, channels_last=channels_last,
+                                    sequence_maps=len(tuple(sample_shape)) == 2)
             check_grouped(grouped, modules, sample_shape, training=training)
             return grouped, "grouped"
         except GroupingError as exc:
@@ -318,22 +321,29 @@ def _write_optimizer_state(
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
     """A function of (outputs (M, B, C), targets (M, B, ...)) returning each member's loss."""
     crit = nets[0].criterion_
+    weighted = type(crit) is SampleWeightedLoss and not crit.log_input
+    if weighted:
+        crit = crit.loss
     fast = (
         type(crit) is nn.CrossEntropyLoss
         and crit.weight is None
-        and crit.reduction == "mean"
-        and all(type(net.criterion_) is nn.CrossEntropyLoss for net in nets)
+        and (crit.reduction == "mean" or weighted)
+        and all(type(net.criterion_) is type(nets[0].criterion_) for net in nets)
     )
     if fast:
         smoothing = float(crit.label_smoothing)
 
         def cross_entropy(out: Tensor, yb: Tensor) -> Tensor:
-            m, b = yb.shape
+            labels, weights = split_targets(yb)
+            m, b = labels.shape
             per_sample = nn.functional.cross_entropy(
-                out.reshape(m * b, -1), yb.reshape(-1), reduction="none",
+                out.reshape(m * b, -1), labels.reshape(-1), reduction="none",
                 label_smoothing=smoothing,
-            )
-            return per_sample.view(m, b).mean(dim=1)
+            ).view(m, b)
+            if weights is None:
+                return per_sample.mean(dim=1)
+            weights = weights.to(per_sample.dtype)
+            return (per_sample * weights).sum(dim=1) / weights.sum(dim=1)
 
         return cross_entropy
 
@@ -362,6 +372,7 @@ class _Config:
     precision: str
     channels_last: bool
     lr_schedule: Schedule | None = None
+    bootstrap_weights: Tensor | None = None
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -385,13 +396,15 @@ def _train_group(
     """Train one group of members together, grouped if possible, else with ``vmap``.
 
     A grouped network that passed its checks but fails while training is replaced
-    by the ``vmap`` form (the members are only written at the end, so they are
-    untouched); a ``vmap`` form that fails raises :class:`GroupingError`.
+    by the ``vmap`` form, starting again from the members' initial state (restored:
+    checkpoints may have written them); a ``vmap`` form that fails raises
+    :class:`GroupingError`.
     """
     modules = [net.module_ for net in nets]
     sample_shape = tuple(X.shape[1:])
     stacked, form = stack_members(modules, sample_shape, channels_last=cfg.channels_last,
                                   training=True)
+    initial = [copy.deepcopy(mod.state_dict()) for mod in modules]
     try:
         return _train_stacked(stacked, form, nets, seeds, X, y, cfg, progress)
     except torch.cuda.OutOfMemoryError:
@@ -400,6 +413,8 @@ def _train_group(
         if not isinstance(stacked, GroupedNetwork):
             raise GroupingError(f"training failed in the {form} form: {exc}") from exc
         why = f"the grouped form failed in training: {exc}"
+    for mod, state in zip(modules, initial):
+        mod.load_state_dict(state)
     try:
         stacked = VmapNetwork(modules)
         check_grouped(stacked, modules, sample_shape, training=True)
@@ -448,7 +463,8 @@ def _train_stacked(
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
             order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap) for s in seeds
+                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights)
+                for s in seeds
             ]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
@@ -509,6 +525,7 @@ def fit_vectorized(
     channels_last: bool | None = None,
     lr_schedule: Schedule | None = None,
     initialize: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -547,6 +564,8 @@ def fit_vectorized(
     initialize : bool, default=True
         Build each member from its seed first; ``False`` when the caller already
         did so with :func:`initialize_member`.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Per-row loss weights, as in :func:`fit_sequential`.
 
     Returns
     -------
@@ -572,9 +591,14 @@ def fit_vectorized(
         precision=precision,
         channels_last=bool(channels_last) and X.ndim == 4,
         lr_schedule=lr_schedule,
+        bootstrap_weights=getattr(nets[0].get_params_for("iterator_train").get("sampler"),
+                                  "weights", None),
     )
     Xd = torch.as_tensor(X).to(device)
-    yd = torch.as_tensor(y, dtype=_target_dtype(y)).to(device)
+    if sample_weight is None:
+        yd = torch.as_tensor(y, dtype=_target_dtype(y)).to(device)
+    else:
+        yd = torch.as_tensor(weighted_targets(y, sample_weight)).to(device)
     size = len(nets) if max_members_per_pass is None else min(max_members_per_pass, len(nets))
     forms = []
     start = 0
@@ -616,6 +640,7 @@ def train_members(
     augment: Augment | None = None,
     precision: str = "fp32",
     lr_schedule: Schedule | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> EngineChoice:
     """Train member nets with the requested engine, falling back where needed.
 
@@ -629,10 +654,11 @@ def train_members(
         As in :func:`fit_vectorized`.
     engine : {"auto", "sequential", "vectorized"}, default="auto"
         The engine to use.
-    max_members_per_pass, augment, precision, lr_schedule
-        As in :func:`fit_vectorized`; ``augment`` and ``lr_schedule`` also apply to
-        the sequential engine (through :class:`AugmentCallback` and
-        :class:`LRScheduleCallback`), ``precision`` does not.
+    max_members_per_pass, augment, precision, lr_schedule, sample_weight
+        As in :func:`fit_vectorized`; ``augment``, ``lr_schedule`` and
+        ``sample_weight`` also apply to the sequential engine (through
+        :class:`AugmentCallback` and :class:`LRScheduleCallback`), ``precision``
+        does not.
 
     Returns
     -------
@@ -658,6 +684,7 @@ def train_members(
                     nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
                     augment=augment, precision=precision, lr_schedule=lr_schedule,
                     initialize=False,  # the members were built from their seeds for the probe
+                    sample_weight=sample_weight,
                 )
             except GroupingError as exc:
                 # fit_sequential builds every member again from its seed.
@@ -681,76 +708,5 @@ def train_members(
         for net in nets:
             net.callbacks = [*(net.callbacks or []),
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
-    fit_sequential(nets, X, y, seeds, progress)
+    fit_sequential(nets, X, y, seeds, progress, sample_weight)
     return EngineChoice("sequential", reason)
-
-
-# ----------------------------------------------------------------- prediction
-def predict_member_logits(
-    modules: Sequence[nn.Module],
-    X: np.ndarray,
-    batch_size: int,
-    *,
-    max_members_per_pass: int | None = None,
-) -> np.ndarray:
-    """Logits of every member, all members in one grouped pass per chunk of rows.
-
-    Falls back to :func:`predict_logits_sequential` when the members cannot be
-    grouped (or there is a single member).
-
-    Parameters
-    ----------
-    modules : sequence of torch.nn.Module
-        The members, on one device; evaluated in eval mode.
-    X : ndarray of shape (n_samples, ...)
-        Inputs, float32.
-    batch_size : int
-        Rows per chunk.
-    max_members_per_pass : int, optional
-        Members evaluated at once (``None``: all).
-
-    Returns
-    -------
-    logits : ndarray of shape (n_members, n_samples, n_classes), float32
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from ensemblekit.models import MLP
-    >>> members = [MLP(4, 3), MLP(4, 3)]
-    >>> X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-    >>> a = predict_member_logits(members, X, batch_size=4)
-    >>> b = predict_logits_sequential(members, X, batch_size=4)
-    >>> a.shape, bool(np.allclose(a, b, atol=1e-5))
-    ((2, 10, 3), True)
-    """
-    modules = list(modules)
-    devices = {module_device(mod) for mod in modules}
-    if len(modules) < 2 or len(devices) > 1 or X.ndim not in (2, 4) or len(X) == 0:
-        return predict_logits_sequential(modules, X, batch_size)
-    size = len(modules) if max_members_per_pass is None else max_members_per_pass
-    device = devices.pop()
-    parts = []
-    for first in range(0, len(modules), size):
-        group = modules[first : first + size]
-        try:
-            grouped, _ = stack_members(group, X.shape[1:], allow_vmap=False,
-                                       channels_last=X.ndim == 4, training=False)
-        except GroupingError:
-            parts.append(predict_logits_sequential(group, X, batch_size))
-            continue
-        grouped.eval()
-        for mod in group:
-            mod.eval()
-        out: np.ndarray | None = None
-        with torch.inference_mode():
-            for start in range(0, len(X), batch_size):
-                xb = torch.as_tensor(X[start : start + batch_size], device=device)
-                logits = grouped(xb.unsqueeze(0).expand(len(group), *xb.shape))
-                logits = logits.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(group), len(X), logits.shape[2]), dtype=np.float32)
-                out[:, start : start + logits.shape[1]] = logits
-        assert out is not None
-        parts.append(out)
-    return np.concatenate(parts, axis=0)

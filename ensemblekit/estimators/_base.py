@@ -15,7 +15,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,12 +31,13 @@ from torch import nn
 from ..engine import (
     CheckpointCallback,
     CheckpointStore,
+    MemberPredictor,
     MemberSampler,
     ModuleCopy,
     Progress,
     ProgressCallback,
+    SampleWeightedLoss,
     draw_member_seeds,
-    predict_member_logits,
     resolve_checkpoint_epochs,
 )
 from ..models import MLP
@@ -47,6 +48,7 @@ from ._outputs import (
     predict_nonlinearity,
 )
 from ._probe import probe_member
+from ._sample_weight import training_weights
 from ._validation import check_float, check_int, resolve_device
 
 #: Prefixes of parameters routed to the members' components, as in skorch.
@@ -108,6 +110,10 @@ class BaseNeuralEnsemble(BaseEstimator):
     few training rows (:meth:`_probe`): a failing forward pass (e.g. channels-last
     images) or outputs of the wrong width raise a ``ValueError`` there.
     """
+
+    #: Whether the members' criterion takes the ``[targets, weight]`` rows of a weighted
+    #: fit itself (the regression criteria) instead of through ``SampleWeightedLoss``.
+    _criterion_reads_weights: ClassVar[bool] = False
 
     # ----------------------------------------------------------- parameters
     def _store_routed(self, routed: dict[str, Any]) -> None:
@@ -286,6 +292,7 @@ class BaseNeuralEnsemble(BaseEstimator):
         progress: Progress | None,
         bootstrap: bool = False,
         output_kind: str = "logits",
+        sample_weight: np.ndarray | None = None,
     ) -> NeuralNetClassifier:
         module, module_kwargs = self._module_spec(X)
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
@@ -296,7 +303,12 @@ class BaseNeuralEnsemble(BaseEstimator):
         nll = isinstance(criterion, nn.NLLLoss) or (
             isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
         )
-        if output_kind == "log_proba" and nll:
+        if sample_weight is not None and not bootstrap and not self._criterion_reads_weights:
+            # Targets carry their weights; the loss is a weighted mean per batch.
+            routed["criterion__loss"] = criterion
+            routed["criterion__log_input"] = output_kind == "proba" and nll
+            criterion = SampleWeightedLoss
+        elif output_kind == "log_proba" and nll:
             # skorch would take the log of these outputs once more.
             routed["criterion__loss"] = criterion
             criterion = LogProbaCriterion
@@ -319,7 +331,9 @@ class BaseNeuralEnsemble(BaseEstimator):
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
-            iterator_train__sampler=MemberSampler(len(X), seed, bootstrap),
+            iterator_train__sampler=MemberSampler(
+                len(X), seed, bootstrap, sample_weight if bootstrap else None
+            ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
@@ -363,13 +377,14 @@ class BaseNeuralEnsemble(BaseEstimator):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
         return False
 
-    def fit(self, X: Any, y: Any) -> BaseNeuralClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseNeuralClassifier:
         """Train the members.
 
         Parameters
@@ -379,16 +394,39 @@ class BaseNeuralEnsemble(BaseEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Class labels of any hashable type (classifiers), or real targets
             (regressors, which also take several targets).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, multiplied by the ``class_weight`` of
+            its class (classifiers). Each batch's loss is the weighted mean of its per-sample
+            losses, ``sum_i w_i l_i / sum_i w_i``, so weights matter only
+            relative to each other: ``c * ones`` trains exactly as no weights, for
+            any ``c > 0``. Rows of weight 0 are removed before training. With
+            ``bootstrap=True`` the weights are used as scikit-learn's
+            ``BaggingClassifier`` uses them: each member's resample is drawn with
+            probabilities proportional to them, and its loss is then unweighted.
 
         Returns
         -------
         self : estimator
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            When ``sample_weight`` is not one finite, non-negative weight per row,
+            or every row has weight 0.
         """
         self._validate_params()
         n_members = self._n_members()
         growing = bool(getattr(self, "warm_start", False)) and hasattr(self, "estimators_")
         X, y = self._validate_training_data(X, y, reset=not growing)
+        sample_weight = training_weights(
+            sample_weight, getattr(self, "class_weight", None), y,
+            getattr(self, "classes_", None),
+        )
+        if sample_weight is not None:
+            keep = sample_weight > 0
+            if not keep.all():
+                X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
         device = resolve_device(self.device)
         existing: list[NeuralNetClassifier] = list(self.estimators_) if growing else []
         if growing:
@@ -422,10 +460,11 @@ class BaseNeuralEnsemble(BaseEstimator):
         try:
             nets = [
                 self._make_member(int(s), len(existing) + i, X, device, progress,
-                                  self._bootstrap(), output_kind)
+                                  self._bootstrap(), output_kind, sample_weight)
                 for i, s in enumerate(new_seeds)
             ]
-            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress)
+            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
+                              sample_weight=None if self._bootstrap() else sample_weight)
         finally:
             progress.close()
             store, self._checkpoint_store = self._checkpoint_store, None
@@ -434,6 +473,8 @@ class BaseNeuralEnsemble(BaseEstimator):
         self.seeds_ = seeds
         self.device_ = device
         self.output_kind_ = output_kind
+        # Built on the first prediction, reused until the members change; never pickled.
+        self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
         return self
 
     # ----------------------------------------------------------- prediction
@@ -445,11 +486,19 @@ class BaseNeuralEnsemble(BaseEstimator):
         The members are evaluated together through one grouped network when their
         modules allow it, member by member otherwise.
         """
-        modules = [net.module_ for net in self.estimators_]
-        return predict_member_logits(
-            modules, X, self.predict_batch_size,
-            max_members_per_pass=getattr(self, "max_members_per_pass", None),
-        )
+        return self._predict_logits([net.module_ for net in self.estimators_], X)
+
+    def _predict_logits(self, modules: Sequence[nn.Module], X: np.ndarray) -> np.ndarray:
+        """Logits of ``modules`` through the estimator's cached grouped predictor.
+
+        The grouped network is built on the first prediction after a fit (or after
+        unpickling) and rebuilt only when the modules or their weights change.
+        """
+        size = getattr(self, "max_members_per_pass", None)
+        predictor = getattr(self, "_member_predictor", None)
+        if predictor is None or predictor.max_members_per_pass != size:
+            predictor = MemberPredictor(size)  # not kept: predicting leaves self unchanged
+        return predictor(modules, X, self.predict_batch_size)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

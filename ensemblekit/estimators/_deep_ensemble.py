@@ -103,6 +103,12 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         member's epoch table.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every member.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the members as in skorch: ``module__*``,
         ``optimizer__*``, ``criterion__*``, ``iterator_train__*``,
@@ -185,6 +191,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -208,6 +215,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     def _validate_params(self) -> None:
@@ -245,6 +253,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         choice = train_members(
             nets, X, y, seeds, progress,
@@ -253,6 +262,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
             augment=self.augment,
             lr_schedule=self.lr_schedule,
             precision=self.precision,
+            sample_weight=sample_weight,
         )
         if choice.engine == "sequential" and self.precision != "fp32":
             warnings.warn(

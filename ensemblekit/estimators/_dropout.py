@@ -85,6 +85,12 @@ class DropoutClassifier(BaseNeuralClassifier):
         ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -161,6 +167,7 @@ class DropoutClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -178,6 +185,7 @@ class DropoutClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     def _validate_params(self) -> None:
@@ -205,6 +213,7 @@ class DropoutClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         # Building the first run (as training will rebuild it, from the same seed)
         # lets a network without dropout fail before any training.
@@ -216,7 +225,7 @@ class DropoutClassifier(BaseNeuralClassifier):
                 f"({names}), but {type(nets[0].module_).__name__} has none. With "
                 "module=None, set module__dropout > 0."
             )
-        fit_sequential(nets, X, y, seeds, progress)
+        fit_sequential(nets, X, y, seeds, progress, sample_weight)
         self.n_samples_ = int(self.n_samples)
 
     def _member_logits(self, X: np.ndarray) -> np.ndarray:

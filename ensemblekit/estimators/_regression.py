@@ -58,6 +58,9 @@ class BaseNeuralRegressor(RegressorMixin, BaseNeuralEnsemble):
     Lakshminarayanan et al. (2017), Sec. 2.4.
     """
 
+    # Weighted fits give the criterion [targets, weight] rows (engine/_losses.py).
+    _criterion_reads_weights = True
+
     # ----------------------------------------------------------- parameters
     def _validate_params(self) -> None:
         self._validate_params_common()

@@ -16,7 +16,6 @@ from ..engine import (
     derive_seed,
     fit_sequential,
     predict_logits_sequential,
-    predict_member_logits,
 )
 from ..posteriors import (
     CheckpointCollector,
@@ -159,6 +158,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -254,6 +259,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -281,6 +287,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -360,6 +367,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         networks: list[nn.Module] = []
         tries, accepted = [], []
@@ -370,7 +378,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                 train_rows, valid_rows = self._split(len(X), seed)
                 net.set_params(iterator_train__sampler=MemberSampler(len(train_rows), seed))
             X_train = X[train_rows]
-            fit_sequential([net], X_train, y[train_rows], [seed], progress)
+            fit_sequential([net], X_train, y[train_rows], [seed], progress,
+                           None if sample_weight is None else sample_weight[train_rows])
             refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
             X_refresh = X_train[refresh_rows(len(X_train), self.bn_update_size, refresh)]
             generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
@@ -457,4 +466,4 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
-        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)
+        return self._predict_logits(self.sample_networks_, X)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
-from ..engine import Progress, derive_seed, fit_sequential, predict_member_logits
+from ..engine import Progress, derive_seed, fit_sequential
 from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
 from ._validation import check_float, check_int, check_option
@@ -121,6 +121,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss, multiplying ``sample_weight``
+        (see :meth:`fit`): ``"balanced"`` gives class ``k`` the weight
+        ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
+        strings too) to weights, missing classes weighing 1; computed by
+        :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -213,6 +219,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        class_weight: Any = None,
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -237,6 +244,7 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -305,8 +313,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         y: np.ndarray,
         seeds: Sequence[int],
         progress: Progress,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
-        fit_sequential(nets, X, y, seeds, progress)
+        fit_sequential(nets, X, y, seeds, progress, sample_weight)
         networks: list[torch.nn.Module] = []
         moments = []
         for net, seed in zip(nets, seeds):
@@ -329,4 +338,4 @@ class SWAGClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
-        return predict_member_logits(self.sample_networks_, X, self.predict_batch_size)
+        return self._predict_logits(self.sample_networks_, X)

@@ -23,12 +23,8 @@ DEFAULT_BATCH_SIZE = 1024
 
 def check_estimator(estimator: Any) -> None:
     """Raise unless ``estimator`` is a fitted ensemblekit-like estimator."""
-    if not hasattr(estimator, "get_params") or not hasattr(estimator, "fit"):
-        raise ValueError(
-            "expected a fitted ensemblekit estimator (with estimators_), got "
-            f"{type(estimator).__name__}."
-        )
-    check_is_fitted(estimator)
+    if callable(getattr(estimator, "fit", None)):
+        check_is_fitted(estimator)
     nets = getattr(estimator, "estimators_", None)
     if not nets or not all(hasattr(net, "module_") for net in nets):
         raise ValueError(
@@ -44,6 +40,11 @@ def template(estimator: Any) -> nn.Module:
 
 def n_parameters(estimator: Any) -> int:
     return int(sum(p.numel() for p in template(estimator).parameters()))
+
+
+def output_kind(estimator: Any) -> str:
+    """What the networks return: ``"logits"`` (default), ``"proba"`` or ``"log_proba"``."""
+    return str(getattr(estimator, "output_kind_", "logits"))
 
 
 def batch_size(estimator: Any) -> int:

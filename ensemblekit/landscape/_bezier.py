@@ -49,6 +49,7 @@ def _train_bend(
     lr: float,
     batch_size: int,
     seed: int,
+    kind: str,
 ) -> tuple[torch.Tensor, list[float]]:
     names = [name for name, _ in module.named_parameters()]
     shapes = [p.shape for _, p in module.named_parameters()]
@@ -58,7 +59,13 @@ def _train_bend(
     bend = ((start + end) / 2).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([bend], lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    criterion = nn.CrossEntropyLoss()
+    def criterion(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # Cross-entropy of the predicted distribution, whatever the module returns
+        # (a log-softmax leaves log-probabilities unchanged).
+        if kind == "proba":
+            outputs = torch.log(outputs.clamp_min(torch.finfo(outputs.dtype).tiny))
+        return nn.functional.cross_entropy(outputs, target)
+
     history = []
     module.train()
     with seeded_torch(seed):  # dropout masks, if any, from a stream fixed by the seed
@@ -186,6 +193,7 @@ def bezier_path(
         module, as_tensor(a), as_tensor(b), as_tensor(refresh),
         torch.as_tensor(y_fit, device=reference.device),
         max_epochs=max_epochs, lr=lr, batch_size=batch_size, seed=seed,
+        kind=_access.output_kind(estimator),
     )
     bend_np = bend.double().cpu().numpy()
     t = np.linspace(0.0, 1.0, n_points)

@@ -20,15 +20,18 @@ def load_network(
     buffers: np.ndarray | None = None,
     X_refresh: np.ndarray | None = None,
     batch_size: int = 1024,
+    network: nn.Module | None = None,
 ) -> nn.Module:
     """A copy of ``template`` holding ``theta``, its BatchNorm statistics set, in eval mode.
 
     ``buffers`` (running means and variances of every BatchNorm layer, concatenated
     in module order, as in ``checkpoint_buffers_``) are loaded when given; otherwise
     the statistics are recomputed on ``X_refresh`` with
-    :func:`ensemblekit.posteriors.refresh_batchnorm`.
+    :func:`ensemblekit.posteriors.refresh_batchnorm`. ``network``, an earlier copy of
+    ``template``, is overwritten instead of making a new copy.
     """
-    network = copy.deepcopy(template)
+    if network is None:
+        network = copy.deepcopy(template)
     reference = next(network.parameters())
     vector = torch.tensor(np.asarray(theta), dtype=reference.dtype, device=reference.device)
     with torch.no_grad():
@@ -89,13 +92,16 @@ def evaluate_weights(
     """
     n = len(thetas)
     out: np.ndarray | None = None
+    # Copies are made once and overwritten group after group (copying dominates the
+    # cost of small networks).
+    pool = [copy.deepcopy(template) for _ in range(min(group_size, n))]
     for first in range(0, n, group_size):
         stop = min(n, first + group_size)
         networks = [
             load_network(
                 template, thetas[i],
                 buffers=None if buffers is None else buffers[i],
-                X_refresh=X_refresh, batch_size=batch_size,
+                X_refresh=X_refresh, batch_size=batch_size, network=pool[i - first],
             )
             for i in range(first, stop)
         ]
@@ -107,14 +113,25 @@ def evaluate_weights(
     return out
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
+def log_softmax(outputs: np.ndarray, kind: str = "logits") -> np.ndarray:
+    """Log-probabilities (float64) from module outputs.
+
+    ``kind`` is what the module returns (an estimator's ``output_kind_``): logits and
+    log-probabilities go through a stable log-softmax, probabilities are logged.
+    """
+    z = np.asarray(outputs, dtype=np.float64)
+    if kind == "proba":
+        p = np.clip(z, 0.0, None)
+        with np.errstate(divide="ignore"):
+            return np.log(p) - np.log(p.sum(axis=-1, keepdims=True))
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def loss_and_accuracy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean cross-entropy (nats) and accuracy of each network, from (V, N, C) logits."""
-    logp = log_softmax(logits)
+def loss_and_accuracy(
+    outputs: np.ndarray, y: np.ndarray, kind: str = "logits"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cross-entropy (nats) and accuracy of each network, from (V, N, C) outputs."""
+    logp = log_softmax(outputs, kind)
     picked = np.take_along_axis(logp, y[None, :, None], axis=2)[..., 0]
     return -picked.mean(axis=1), (logp.argmax(axis=2) == y[None]).mean(axis=1)

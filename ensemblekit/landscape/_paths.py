@@ -52,7 +52,7 @@ def evaluate_path(
         _access.template(estimator), thetas, X, X_refresh=X_refresh,
         batch_size=_access.batch_size(estimator), group_size=_access.group_size(estimator),
     )
-    loss, accuracy = loss_and_accuracy(logits, y)
+    loss, accuracy = loss_and_accuracy(logits, y, _access.output_kind(estimator))
     return loss, accuracy, logits.argmax(axis=2)
 
 

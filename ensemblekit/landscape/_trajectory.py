@@ -57,7 +57,7 @@ def checkpoint_proba(estimator: Any, X: Any) -> np.ndarray:
         _access.template(estimator), flat, X, buffers=buffers, X_refresh=X,
         batch_size=_access.batch_size(estimator), group_size=_access.group_size(estimator),
     )
-    proba = np.exp(log_softmax(logits))
+    proba = np.exp(log_softmax(logits, _access.output_kind(estimator)))
     return proba.reshape(n_members, n_checkpoints, *proba.shape[1:])
 
 

@@ -271,3 +271,46 @@ def test_score_functions_refuse_a_classifier():
     clf = DeepEnsembleClassifier(n_estimators=1, **_TINY).fit(X, y > 0)
     with pytest.raises(TypeError, match="needs a regressor with a predict_member"):
         get_scorer("neg_gaussian_nll")(clf, X, y)
+
+
+# ----------------------------------------------------------------- sample weights
+@pytest.mark.parametrize("loss", ["gaussian_nll", "squared_error"])
+def test_weighted_criterion_is_the_weighted_mean_of_row_losses(loss):
+    from ensemblekit.engine import GaussianNLLCriterion, SquaredErrorCriterion
+
+    gen = torch.Generator().manual_seed(0)
+    t = 2
+    width = 2 * t if loss == "gaussian_nll" else t
+    out = torch.randn(7, width, generator=gen)
+    y = torch.randn(7, t, generator=gen)
+    w = torch.rand(7, generator=gen)
+    if loss == "gaussian_nll":
+        crit = GaussianNLLCriterion(min_variance=1e-3)
+        var = torch.nn.functional.softplus(out[:, t:]) + 1e-3
+        per = torch.nn.functional.gaussian_nll_loss(out[:, :t], y, var, reduction="none")
+    else:
+        crit = SquaredErrorCriterion()
+        per = torch.nn.functional.mse_loss(out, y, reduction="none")
+    rows = per.mean(dim=1)
+    assert torch.isclose(crit(out, y), rows.mean())
+    weighted = torch.cat([y, w[:, None]], dim=1)
+    assert torch.isclose(crit(out, weighted), (w * rows).sum() / w.sum())
+    # The stacked form of the vectorised engine gives each member its own loss.
+    stacked = crit.member_losses(torch.stack([out, 2 * out]), torch.stack([weighted] * 2))
+    assert torch.allclose(stacked, torch.stack([crit(out, weighted), crit(2 * out, weighted)]))
+
+
+def test_sample_weight_trains_the_same_members_in_both_engines():
+    X, y = _linear(targets=2)
+    w = np.random.default_rng(1).uniform(0.1, 3.0, size=len(X))
+    kwargs = dict(n_estimators=2, **_TINY)
+    seq = DeepEnsembleRegressor(engine="sequential", **kwargs).fit(X, y, sample_weight=w)
+    vec = DeepEnsembleRegressor(engine="vectorized", **kwargs).fit(X, y, sample_weight=w)
+    assert vec.engine_ == "vectorized"
+    for a, b in zip(seq.predict_member(X), vec.predict_member(X)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Weights change training; scaling them all does not.
+    plain = DeepEnsembleRegressor(**kwargs).fit(X, y).predict(X)
+    assert np.abs(plain - vec.predict(X)).max() > 1e-4
+    scaled = DeepEnsembleRegressor(engine="vectorized", **kwargs).fit(X, y, sample_weight=5 * w)
+    np.testing.assert_allclose(scaled.predict(X), vec.predict(X), rtol=1e-5, atol=1e-6)

@@ -131,6 +131,40 @@ def test_without_checkpoints_is_a_clear_error(iris):
         linear_path(clf, X, y, (0, 0), 1)
 
 
+class SoftmaxNet(nn.Module):
+    """Returns probabilities (trained with NLLLoss, as skorch expects)."""
+
+    def __init__(self, in_features: int = 4, num_classes: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(in_features, 8), nn.ReLU(),
+                                  nn.Linear(8, num_classes), nn.Softmax(dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_modules_returning_probabilities(iris):
+    X, y = iris
+    clf = DeepEnsembleClassifier(SoftmaxNet, n_estimators=2, max_epochs=3, lr=1e-2,
+                                 criterion=nn.NLLLoss, checkpoint_epochs="all",
+                                 random_state=0, device="cpu").fit(X, y)
+    assert clf.output_kind_ == "proba"
+    member = clf.predict_member_proba(X)
+    np.testing.assert_allclose(checkpoint_proba(clf, X)[:, -1], member, atol=1e-6)
+    path = linear_path(clf, X, y, 0, 1, n_points=3)
+    yi = _encoded(clf, y)
+    assert path.loss[0] == pytest.approx(log_loss(yi, member[0], labels=[0, 1, 2]), rel=1e-5)
+    curve = bezier_path(clf, X, y, 0, 1, n_points=3, max_epochs=3, random_state=0)
+    a, b = _flat(clf.estimators_[0].module_), _flat(clf.estimators_[1].module_)
+    net = _network(clf, 0.25 * a + 0.5 * curve.bend + 0.25 * b)
+    with torch.no_grad():
+        p = net(torch.as_tensor(X)).double().numpy()  # the module's own probabilities
+    p /= p.sum(axis=1, keepdims=True)
+    assert curve.loss[1] == pytest.approx(log_loss(yi, p, labels=[0, 1, 2]), rel=1e-5)
+    # Training lowered the curve's loss: cross-entropy of probabilities, not of logits.
+    assert curve.train_loss[-1] < curve.train_loss[0]
+
+
 # ------------------------------------------------------------------ similarity_matrices
 def test_similarity_matrices_against_sklearn_and_counting(mlp_ens, iris):
     X, _ = iris
@@ -263,6 +297,8 @@ def test_bad_data_is_a_clear_error(mlp_ens, iris):
         linear_path(mlp_ens, X, np.full(len(X), "rose"))
     with pytest.raises(ValueError, match="n_points"):
         linear_path(mlp_ens, X, y, n_points=1)
+    with pytest.raises(ValueError, match="no trained networks"):
+        linear_path(object(), X, y)
     with pytest.raises(ValueError, match="samples of shape"):
         checkpoint_proba(mlp_ens, X[:, :2])
 

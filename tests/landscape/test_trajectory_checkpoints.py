@@ -91,11 +91,12 @@ def test_both_engines_record_the_same_trajectory(data, params, request):
     assert np.all(np.abs(np.diff(seq.checkpoints_, axis=1)).max(axis=2) > 0)
 
 
-@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
-def test_checkpoint_is_the_network_trained_for_fewer_epochs(tabular, engine):
+@pytest.mark.parametrize("engine, per_pass", [("sequential", None), ("vectorized", None),
+                                              ("vectorized", 2)])
+def test_checkpoint_is_the_network_trained_for_fewer_epochs(tabular, engine, per_pass):
     X, y = tabular
-    params = dict(n_estimators=2, module__hidden_layer_sizes=(8,), batch_size=16, lr=1e-2,
-                  engine=engine, random_state=3, device="cpu")
+    params = dict(n_estimators=3, module__hidden_layer_sizes=(8,), batch_size=16, lr=1e-2,
+                  engine=engine, max_members_per_pass=per_pass, random_state=3, device="cpu")
     clf = DeepEnsembleClassifier(max_epochs=5, checkpoint_epochs=[1, 3], **params).fit(X, y)
     for k, epoch in enumerate([1, 3]):
         short = DeepEnsembleClassifier(max_epochs=epoch + 1, **params).fit(X, y)
