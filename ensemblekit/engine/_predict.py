@@ -130,6 +130,7 @@ class MemberPredictor:
         Returns
         -------
         logits : ndarray of shape (n_members, n_samples, n_classes), float32
+            Member ``m``'s logits in row ``m``.
         """
         modules = list(modules)
         if len(X) == 0 or len(modules) < 2:
@@ -198,7 +199,7 @@ def predict_member_logits(
     *,
     max_members_per_pass: int | None = None,
 ) -> np.ndarray:
-    """Logits of every member, all members in one grouped pass per chunk of rows.
+    """Compute the logits of every member, all members in one grouped pass per chunk.
 
     Falls back to :func:`predict_logits_sequential` when the members cannot be
     grouped (or there is a single member). Builds the grouped network for this call
@@ -218,6 +219,7 @@ def predict_member_logits(
     Returns
     -------
     logits : ndarray of shape (n_members, n_samples, n_classes), float32
+        Member ``m``'s logits in row ``m``.
 
     Examples
     --------

@@ -19,6 +19,18 @@ def draw_member_seeds(random_state: int | np.random.RandomState | None, n: int) 
     The first ``k`` seeds do not depend on ``n``, so growing an ensemble with
     ``warm_start`` gives the members a full fit would have given.
 
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState or None
+        Source of the seeds, as scikit-learn's ``check_random_state`` accepts it.
+    n : int
+        Number of seeds.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Integer seeds, one per member.
+
     Examples
     --------
     >>> draw_member_seeds(0, 3).tolist() == draw_member_seeds(0, 5)[:3].tolist()
@@ -31,7 +43,20 @@ def draw_member_seeds(random_state: int | np.random.RandomState | None, n: int) 
 
 
 def derive_seed(seed: int, *keys: int) -> int:
-    """Derive an independent 63-bit seed from ``seed`` and integer ``keys``."""
+    """Derive an independent 63-bit seed from ``seed`` and integer ``keys``.
+
+    Parameters
+    ----------
+    seed : int
+        The parent seed.
+    *keys : int
+        Integers naming the stream (for instance a member or an epoch index).
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**63)``; different keys give independent streams.
+    """
     state = np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
@@ -148,6 +173,16 @@ def seeded_torch(seed: int) -> Iterator[None]:
     PyTorch layers draw their initial weights and dropout masks from the global
     generator; forking it confines the seed to the block, so the caller's random
     stream is left exactly as it was.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of torch's global generator inside the block.
+
+    Yields
+    ------
+    None
+        Control to the block.
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):

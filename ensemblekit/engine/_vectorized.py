@@ -86,7 +86,18 @@ Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 def augment_seed(seed: int) -> int:
-    """Seed of a member's data-augmentation draws."""
+    """Seed of a member's data-augmentation draws.
+
+    Parameters
+    ----------
+    seed : int
+        The member's seed.
+
+    Returns
+    -------
+    int
+        A seed independent of the member's initialisation and training seeds.
+    """
     return derive_seed(seed, _AUGMENT_STREAM)
 
 
@@ -94,7 +105,7 @@ def augment_seed(seed: int) -> int:
 class EngineChoice:
     """Which engine trained a set of members, and why.
 
-    Attributes
+    Parameters
     ----------
     engine : {"sequential", "vectorized"}
         The engine that ran.
@@ -109,7 +120,7 @@ class EngineChoice:
 
 # ----------------------------------------------------------------- augmentation
 class AugmentCallback(Callback):
-    """skorch callback applying an augmentation to each training batch in place.
+    """Apply an augmentation to each training batch in place (a skorch callback).
 
     Gives the sequential engine the ``augment`` hook of the vectorised engine: the
     draws come from a generator seeded with :func:`augment_seed`, so on the CPU both
@@ -155,6 +166,16 @@ def vectorization_blocker(net: NeuralNet) -> str | None:
     Looks only at the net's configuration (callbacks, optimizer, data loading,
     overridden training steps); the module itself is checked by
     :func:`stack_members`.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        A member net.
+
+    Returns
+    -------
+    str or None
+        The reason, or ``None`` when nothing in the configuration stands in the way.
 
     Examples
     --------
@@ -650,15 +671,30 @@ def train_members(
 
     Parameters
     ----------
-    nets, X, y, seeds, progress
-        As in :func:`fit_vectorized`.
+    nets : sequence of skorch.NeuralNet
+        The member nets, as in :func:`fit_vectorized`.
+    X : ndarray of shape (n_samples, ...)
+        Training inputs, as in :func:`fit_vectorized`.
+    y : ndarray of shape (n_samples,)
+        Training targets, as in :func:`fit_vectorized`.
+    seeds : sequence of int
+        One seed per member, as in :func:`fit_vectorized`.
+    progress : Progress or None, default=None
+        Progress bar advanced once per member-epoch.
     engine : {"auto", "sequential", "vectorized"}, default="auto"
         The engine to use.
-    max_members_per_pass, augment, precision, lr_schedule, sample_weight
-        As in :func:`fit_vectorized`; ``augment``, ``lr_schedule`` and
-        ``sample_weight`` also apply to the sequential engine (through
-        :class:`AugmentCallback` and :class:`LRScheduleCallback`), ``precision``
-        does not.
+    max_members_per_pass : int or None, default=None
+        As in :func:`fit_vectorized`.
+    augment : callable or None, default=None
+        As in :func:`fit_vectorized`; also applied by the sequential engine (through
+        :class:`AugmentCallback`).
+    precision : {"fp32", "bf16"}, default="fp32"
+        As in :func:`fit_vectorized`; the sequential engine ignores it.
+    lr_schedule : callable or None, default=None
+        As in :func:`fit_vectorized`; also applied by the sequential engine (through
+        :class:`LRScheduleCallback`).
+    sample_weight : ndarray of shape (n_samples,) or None, default=None
+        As in :func:`fit_vectorized`; also applied by the sequential engine.
 
     Returns
     -------

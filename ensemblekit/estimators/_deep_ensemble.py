@@ -100,7 +100,8 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         member, so the caller's random stream is left untouched.
     verbose : int, default=0
         ``1`` shows a progress bar over member-epochs; ``2`` also prints each
-        member's epoch table.
+        member's epoch table when the sequential engine trains (the vectorised
+        engine does not run skorch's training loop, so it has no such table).
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every member.
     class_weight : None, "balanced" or dict, default=None
@@ -152,6 +153,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
     See Also
     --------
     sklearn.ensemble.BaggingClassifier : Bagging of any scikit-learn estimator.
+    SWAGClassifier : Samples around one solution from the SGD iterates.
+    DropoutClassifier : Monte Carlo dropout around one solution.
+    SubspaceSamplingClassifier : Subspace samples around one solution.
 
     Examples
     --------

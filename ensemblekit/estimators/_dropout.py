@@ -82,7 +82,8 @@ class DropoutClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data order,
         training dropout and the masks of its samples.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
     class_weight : None, "balanced" or dict, default=None
@@ -126,6 +127,12 @@ class DropoutClassifier(BaseNeuralClassifier):
         parameters.
     checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
         Zero-based epochs of the checkpoints.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SWAGClassifier : Gaussian fitted to the SGD iterates of one run.
+    SubspaceSamplingClassifier : Dropout, random and Gaussian subspaces of the weights.
 
     Notes
     -----

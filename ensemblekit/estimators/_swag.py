@@ -118,7 +118,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, posterior draws and refresh rows.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
     class_weight : None, "balanced" or dict, default=None
@@ -169,6 +170,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         module's outputs on a few training rows (skorch's conventions:
         ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
         log-probabilities); predictions turn them into probabilities.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SubspaceSamplingClassifier : Other samplers around one solution.
+    DropoutClassifier : Monte Carlo dropout.
 
     Notes
     -----
