@@ -39,7 +39,10 @@ def split_mean_variance(
 
     Returns
     -------
-    mean, variance : torch.Tensor of shape (..., n_targets)
+    mean : torch.Tensor of shape (..., n_targets)
+        The first half of the outputs.
+    variance : torch.Tensor of shape (..., n_targets)
+        Softplus of the second half, plus ``min_variance``.
 
     Examples
     --------
@@ -111,9 +114,20 @@ class GaussianNLLCriterion(nn.Module):
         return _row_losses(0.5 * (torch.log(var) + (target - mean) ** 2 / var), weights)
 
     def member_losses(self, outputs: Tensor, target: Tensor) -> Tensor:
-        """Each member's loss from stacked outputs ``(M, B, 2T)`` and targets ``(M, B, T)``.
+        """Each member's loss from stacked outputs, for the vectorised engine.
 
-        Targets may carry a weight column, ``(M, B, T + 1)``, as in :meth:`forward`.
+        Parameters
+        ----------
+        outputs : torch.Tensor of shape (n_members, batch, 2 * n_targets)
+            Raw outputs of the stacked members.
+        target : torch.Tensor of shape (n_members, batch, n_targets)
+            Each member's targets, with a last weight column ``(..., n_targets + 1)``
+            in a weighted fit.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members,)
+            The loss :meth:`forward` gives each member on its own batch.
         """
         return self.forward(outputs, target)
 
@@ -129,14 +143,28 @@ class SquaredErrorCriterion(nn.Module):
     tensor(5.)
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
         target, weights = _targets_and_weights(target, outputs.shape[-1])
         target = target.reshape(outputs.shape).to(outputs.dtype)
         return _row_losses((outputs - target) ** 2, weights)
 
     def member_losses(self, outputs: Tensor, target: Tensor) -> Tensor:
-        """Each member's loss from stacked outputs ``(M, B, T)`` and targets ``(M, B, T)``.
+        """Each member's loss from stacked outputs, for the vectorised engine.
 
-        Targets may carry a weight column, ``(M, B, T + 1)``, as in :meth:`forward`.
+        Parameters
+        ----------
+        outputs : torch.Tensor of shape (n_members, batch, n_targets)
+            Predicted means of the stacked members.
+        target : torch.Tensor of shape (n_members, batch, n_targets)
+            Each member's targets, with a last weight column ``(..., n_targets + 1)``
+            in a weighted fit.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members,)
+            The loss :meth:`forward` gives each member on its own batch.
         """
         return self.forward(outputs, target)

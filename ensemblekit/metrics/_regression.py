@@ -140,7 +140,10 @@ def predictive_interval(
 
     Returns
     -------
-    lower, upper : ndarray of shape (n_samples,) or (n_samples, n_targets)
+    lower : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        The ``(1 - level)/2`` quantile of each sample's (marginal) mixture.
+    upper : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        The ``(1 + level)/2`` quantile.
 
     Examples
     --------
@@ -374,6 +377,20 @@ def interval_calibration_error(
 
     The mean over ``levels`` of ``|observed - level|`` from
     :func:`interval_calibration_curve`; 0 for perfectly calibrated intervals.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_targets)
+        True targets.
+    member_mean, member_std : array-like of shape (n_members, n_samples[, n_targets])
+        Means and standard deviations of the members.
+    levels : sequence of float, default=None
+        Nominal levels in (0, 1); ``None`` means 0.05, 0.10, ..., 0.95.
+
+    Returns
+    -------
+    error : float
+        Mean absolute coverage gap, in [0, 1].
 
     Examples
     --------
