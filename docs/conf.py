@@ -52,7 +52,7 @@ myst_heading_anchors = 3
 # -- API reference ------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "none"  # numpydoc sections carry the types
 add_module_names = False
 
@@ -80,7 +80,8 @@ numpydoc_validation_exclude = {
 # -- Cross-references to other projects --------------------------------------------------
 # CI reaches package registries only, so inventories are never fetched at build time
 # unless asked for: a vendored inventory in docs/_intersphinx/<name>.inv is used when
-# present, and ENSEMBLEKIT_DOCS_ONLINE=1 fetches the live ones. Otherwise intersphinx
+# present (docs/scripts/fetch_intersphinx.py writes them where there is internet), and
+# ENSEMBLEKIT_DOCS_ONLINE=1 fetches the live ones. Otherwise intersphinx
 # has nothing to load and references to these projects render as plain text.
 _INTERSPHINX_URLS = {
     "python": "https://docs.python.org/3",
@@ -111,7 +112,9 @@ sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
-    "ignore_pattern": r"(__init__|quickstart)\.py$",
+    # Only plot_*.py files are gallery examples; other scripts in examples/ are plain
+    # command-line programs (quickstart.py, for instance).
+    "ignore_pattern": r"(^|[\\/])(?!plot_)[^\\/]*\.py$",
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,

@@ -38,45 +38,28 @@ single_proba = member_proba[0]                         # one network alone
 ensemble_proba = member_proba.mean(axis=0)             # = ensemble.predict_proba(X_test)
 
 # %%
-# Reliability diagram
-# -------------------
-# The bins below are those of :func:`~ensemblekit.metrics.expected_calibration_error`
-# with ``n_bins=10``: equal-width on [0, 1], closed on the right.
+# Reliability diagrams
+# --------------------
+# :class:`~ensemblekit.plotting.ReliabilityDiagramDisplay` bins the points exactly as
+# :func:`~ensemblekit.metrics.expected_calibration_error` does (here 10 equal-width
+# bins, closed on the right): the bars are each bin's accuracy, the dots its mean
+# confidence, the panel below the number of points per bin, and the legend the ECE.
 import matplotlib.pyplot as plt
 
 from ensemblekit.metrics import accuracy, expected_calibration_error
+from ensemblekit.plotting import ReliabilityDiagramDisplay
 
-
-def reliability(y_true, proba, n_bins=10):
-    """Mean confidence, accuracy and count of the points in each non-empty bin."""
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, n_bins - 1)
-    rows = [(confidence[bins == b].mean(), correct[bins == b].mean(), (bins == b).sum())
-            for b in range(n_bins) if (bins == b).any()]
-    return np.array(rows).T
-
-
-fig, ax = plt.subplots(figsize=(4.5, 4.5))
-ax.plot([0, 1], [0, 1], color="black", linestyle=":", label="calibrated")
 for name, proba in [("one network", single_proba), ("ensemble of 5", ensemble_proba)]:
-    conf, acc, count = reliability(y_test, proba)
-    ece = expected_calibration_error(y_test, proba, n_bins=10)
-    line, = ax.plot(conf, acc, label=f"{name} (ECE {ece:.3f})")
-    ax.scatter(conf, acc, s=1000 * count / count.sum(), color=line.get_color())
-    print(f"{name:14s} accuracy {accuracy(y_test, proba):.3f}  ECE {ece:.3f}  "
+    display = ReliabilityDiagramDisplay.from_predictions(y_test, proba, n_bins=10, name=name)
+    display.ax_.set_title(name)
+    print(f"{name:14s} accuracy {accuracy(y_test, proba):.3f}  "
+          f"ECE {expected_calibration_error(y_test, proba, n_bins=10):.3f}  "
           f"mean confidence {proba.max(axis=1).mean():.3f}")
-ax.set_xlabel("confidence of the predicted class")
-ax.set_ylabel("accuracy in the bin")
-ax.legend(loc="lower right")
-fig.tight_layout()
 
 # %%
-# Each marker's area is the bin's share of the test points; bins with few points (at
-# low confidence) are noisy. Where most points are, the single network lies below the
-# diagonal: it is more confident than it is accurate. The ensemble's mean confidence
-# is lower and closer to its accuracy.
+# Where most points are, the single network's bars fall short of the diagonal: it is
+# more confident than it is accurate. The ensemble's mean confidence is lower and
+# closer to its accuracy. Bins with few points (at low confidence) are noisy.
 #
 # Where the confident predictions sit
 # -----------------------------------

@@ -88,11 +88,16 @@ def epoch_indices(
     n_samples: int,
     bootstrap: bool = False,
     weights: torch.Tensor | None = None,
+    replacement: bool = False,
 ) -> torch.Tensor:
     """Training order of one member in one epoch.
 
     Each member shuffles its data with its own generator, derived from its seed and
     the epoch number, so every engine reproduces the same order without sharing state.
+    With ``replacement``, each of the ``n_samples`` positions is instead drawn uniformly
+    with replacement, so consecutive batches are independent draws, as in the code
+    released with Fort, Hu & Lakshminarayanan (2019), which draws every batch with
+    ``np.random.choice(N, batch_size)``.
 
     Parameters
     ----------
@@ -107,6 +112,8 @@ def epoch_indices(
     weights : torch.Tensor of shape (n_samples,), optional
         Bootstrap only: draw the resample with probabilities proportional to these
         row weights (see :func:`bootstrap_indices`).
+    replacement : bool, default=False
+        Draw the epoch's rows with replacement instead of permuting them.
 
     Returns
     -------
@@ -120,9 +127,14 @@ def epoch_indices(
     [0, 1, 2, 3, 4]
     >>> bool((a == epoch_indices(7, 0, 5)).all())
     True
+    >>> len(epoch_indices(7, 0, 1000, replacement=True).unique()) < 1000
+    True
     """
     gen = torch.Generator().manual_seed(derive_seed(seed, _ORDER_STREAM, epoch))
-    order = torch.randperm(n_samples, generator=gen)
+    if replacement:
+        order = torch.randint(n_samples, (n_samples,), generator=gen)
+    else:
+        order = torch.randperm(n_samples, generator=gen)
     if bootstrap:
         return bootstrap_indices(seed, n_samples, weights)[order]
     return order
@@ -141,15 +153,18 @@ class MemberSampler(Sampler[int]):
         Whether to draw a bootstrap resample.
     weights : array-like of shape (n_samples,), optional
         Bootstrap only: row weights the resample is drawn in proportion to.
+    replacement : bool, default=False
+        Whether each epoch's rows are drawn with replacement (see :func:`epoch_indices`).
     """
 
     def __init__(self, n_samples: int, seed: int, bootstrap: bool = False,
-                 weights: Any = None) -> None:
+                 weights: Any = None, replacement: bool = False) -> None:
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.bootstrap = bool(bootstrap)
         self.weights = None if weights is None else torch.as_tensor(weights,
                                                                     dtype=torch.float64)
+        self.replacement = bool(replacement)
         self.epoch = 0
 
     def reset(self) -> None:
@@ -158,7 +173,8 @@ class MemberSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap,
-                                getattr(self, "weights", None))
+                                getattr(self, "weights", None),
+                                replacement=getattr(self, "replacement", False))
         self.epoch += 1
         return iter(indices.tolist())
 

@@ -394,6 +394,7 @@ class _Config:
     channels_last: bool
     lr_schedule: Schedule | None = None
     bootstrap_weights: Tensor | None = None
+    replacement: bool = False
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -484,7 +485,8 @@ def _train_stacked(
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
             order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights)
+                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights,
+                              replacement=cfg.replacement)
                 for s in seeds
             ]).to(device)
             total = torch.zeros(m, device=device)
@@ -614,6 +616,8 @@ def fit_vectorized(
         lr_schedule=lr_schedule,
         bootstrap_weights=getattr(nets[0].get_params_for("iterator_train").get("sampler"),
                                   "weights", None),
+        replacement=bool(getattr(nets[0].get_params_for("iterator_train").get("sampler"),
+                                 "replacement", False)),
     )
     Xd = torch.as_tensor(X).to(device)
     if sample_weight is None:

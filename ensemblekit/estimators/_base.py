@@ -332,7 +332,8 @@ class BaseNeuralEnsemble(BaseEstimator):
             device=device,
             verbose=int(self.verbose >= 2),
             iterator_train__sampler=MemberSampler(
-                len(X), seed, bootstrap, sample_weight if bootstrap else None
+                len(X), seed, bootstrap, sample_weight if bootstrap else None,
+                replacement=self._batches_with_replacement(),
             ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
@@ -382,6 +383,9 @@ class BaseNeuralEnsemble(BaseEstimator):
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
+        return False
+
+    def _batches_with_replacement(self) -> bool:
         return False
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseNeuralClassifier:
