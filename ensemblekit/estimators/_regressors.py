@@ -123,6 +123,10 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         Vectorised engine: ``"bf16"`` trains under bfloat16 autocast.
     bootstrap : bool, default=False
         Train each member on its own bootstrap resample.
+    batches : {{"permutation", "with_replacement"}}, default="permutation"
+        How each member's batches are drawn, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`: every row once per
+        epoch in the member's own order, or rows drawn uniformly with replacement.
     warm_start : bool, default=False
         Keep fitted members when refitting with a larger ``n_estimators``; the
         target scaling of the first fit is kept.
@@ -182,6 +186,7 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         lr_schedule: Any = None,
         precision: str = "fp32",
         bootstrap: bool = False,
+        batches: str = "permutation",
         warm_start: bool = False,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
@@ -206,6 +211,7 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         self.lr_schedule = lr_schedule
         self.precision = precision
         self.bootstrap = bootstrap
+        self.batches = batches
         self.warm_start = warm_start
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
@@ -218,6 +224,7 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     _validate_method_params = DeepEnsembleClassifier._validate_method_params
     _n_members = DeepEnsembleClassifier._n_members
     _bootstrap = DeepEnsembleClassifier._bootstrap
+    _batches_with_replacement = DeepEnsembleClassifier._batches_with_replacement
     _fit_members = DeepEnsembleClassifier._fit_members
 
 

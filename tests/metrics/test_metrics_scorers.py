@@ -121,7 +121,8 @@ def test_sklearn_names_return_sklearn_scorers(fitted, iris_named):
         assert type(ours) is type(theirs), name
         assert repr(ours) == repr(theirs), name
     assert set(sklearn_get_scorer_names()) < set(get_scorer_names())
-    assert set(get_scorer_names()) - set(sklearn_get_scorer_names()) == set(SCORER_NAMES)
+    assert set(get_scorer_names()) - set(sklearn_get_scorer_names()) == set(
+        SCORER_NAMES + REGRESSION_SCORER_NAMES)
     # ... and they score like scikit-learn's metrics of predict / predict_proba.
     assert get_scorer("accuracy")(fitted, X, y) == pytest.approx(
         accuracy_score(y, fitted.predict(X))
