@@ -150,12 +150,15 @@ class CheckpointStore:
         self.filled = np.zeros((self.n_members, len(self.epochs)), dtype=bool)
 
     def _allocate(self, shape: tuple[int, ...], name: str) -> np.ndarray:
+        # NaN marks checkpoints never recorded (training stopped early).
         if self.directory is None:
-            return np.zeros(shape, dtype=np.float32)
+            return np.full(shape, np.nan, dtype=np.float32)
         os.makedirs(self.directory, exist_ok=True)
         handle, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".npy", dir=self.directory)
         os.close(handle)
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        array[:] = np.nan
+        return array
 
     def allocate(self, n_params: int, n_buffers: int) -> None:
         """Create the arrays (done by the first :meth:`record`).
@@ -170,6 +173,18 @@ class CheckpointStore:
         k = len(self.epochs)
         self.params = self._allocate((self.n_members, k, n_params), "checkpoints")
         self.buffers = self._allocate((self.n_members, k, n_buffers), "checkpoint-buffers")
+
+    def allocate_like(self, module: nn.Module) -> None:
+        """Create the arrays for ``module``'s sizes if no record has done so.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            A network of the recorded architecture.
+        """
+        if self.params is None:
+            n_params = sum(p.numel() for p in module.parameters())
+            self.allocate(n_params, sum(b.numel() for b in batchnorm_buffers(module)))
 
     def position(self, epoch: int) -> int | None:
         """Column of ``epoch`` in the arrays, or None when it is not recorded.

@@ -12,6 +12,7 @@ from torch import nn
 
 from ._grouped import GroupedNetwork, GroupingError
 from ._sequential import module_device, predict_logits_sequential
+from ._stacking import stack_members
 
 __all__ = ["MemberPredictor", "predict_member_logits"]
 
@@ -89,8 +90,6 @@ class MemberPredictor:
         )
 
     def _build(self, modules: list[nn.Module], sample_shape: tuple[int, ...]) -> None:
-        from ._vectorized import stack_members
-
         self._parts = []
         devices = {module_device(mod) for mod in modules}
         groupable = len(modules) >= 2 and len(devices) == 1 and len(sample_shape) in (1, 2, 3)

@@ -152,8 +152,13 @@ def fit_sequential(
         # alone, the stream every stacked form reproduces.
         net.iterator_train__generator = torch.Generator()
         initialize_member(net, seed)
-        with seeded_torch(train_seed(seed)):
-            net.partial_fit(X, y)
+        try:
+            with seeded_torch(train_seed(seed)):
+                net.partial_fit(X, y)
+        finally:
+            # Only training needs it, and torch < 2.4 cannot pickle a Generator, which
+            # would make the fitted member unpicklable.
+            del net.iterator_train__generator
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -316,7 +316,8 @@ class BaseNeuralEnsemble(BaseEstimator):
         callbacks += self._member_callbacks(seed)
         store = getattr(self, "_checkpoint_store", None)
         if store is not None:
-            callbacks.append(("ensemblekit_trajectory", CheckpointCallback(store, index)))
+            # First, so that a callback ending training (early stopping) cannot skip it.
+            callbacks.insert(0, ("ensemblekit_trajectory", CheckpointCallback(store, index)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
         return self._net_class()(
@@ -472,7 +473,7 @@ class BaseNeuralEnsemble(BaseEstimator):
         finally:
             progress.close()
             store, self._checkpoint_store = self._checkpoint_store, None
-        _set_checkpoints(self, store, len(existing))
+        _set_checkpoints(self, store, len(existing), nets)
         self.estimators_ = existing + nets
         self.seeds_ = seeds
         self.device_ = device
@@ -700,15 +701,25 @@ def _checkpoint_store(
     return CheckpointStore(n_members, epochs, directory)
 
 
-def _set_checkpoints(estimator: Any, store: CheckpointStore | None, n_existing: int) -> None:
+def _set_checkpoints(
+    estimator: Any, store: CheckpointStore | None, n_existing: int, nets: Sequence[Any]
+) -> None:
     """Publish the recorded trajectory as ``checkpoints_`` (and drop a stale one)."""
     if store is None:
         for name in ("checkpoints_", "checkpoint_buffers_", "checkpoint_epochs_"):
             if hasattr(estimator, name):
                 delattr(estimator, name)
         return
-    if store.params is None or not store.filled[n_existing:].all():
-        raise RuntimeError("training ended before every requested checkpoint was recorded")
+    store.allocate_like(nets[0].module_)
+    missing = ~store.filled[n_existing:]
+    if missing.any():
+        warnings.warn(
+            f"Training stopped before epochs {store.epochs[missing.any(axis=0)].tolist()} of "
+            "checkpoint_epochs for some members (a callback ended it early); those "
+            "checkpoints are NaN.",
+            UserWarning,
+            stacklevel=3,
+        )
     if n_existing:
         store.params[:n_existing] = estimator.checkpoints_[:n_existing]
         store.buffers[:n_existing] = estimator.checkpoint_buffers_[:n_existing]

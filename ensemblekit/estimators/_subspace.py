@@ -196,7 +196,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
         Only with ``checkpoint_epochs``: flat parameters of each trained network
         (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
-        an ``np.memmap`` when ``checkpoint_dir`` is given.
+        an ``np.memmap`` when ``checkpoint_dir`` is given. Epochs that training never
+        reached (a callback stopped it early) are NaN.
     checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
         Only with ``checkpoint_epochs``: the BatchNorm running means and variances
         at the same checkpoints (no columns without BatchNorm), kept apart from the
