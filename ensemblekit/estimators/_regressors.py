@@ -260,7 +260,12 @@ class SWAGRegressor(BaseNeuralRegressor):
         Covariance multiplier; ``None`` gives the published posteriors.
     bn_update_size : int or None, default=1024
         Training rows used to recompute each sample's BatchNorm statistics.
-{_REGRESSION_PARAMS}{_COMMON_PARAMS}{_TRAJECTORY_PARAMS}
+{_REGRESSION_PARAMS}{_COMMON_PARAMS}\
+    engine : {{"auto", "sequential", "vectorized"}}, default="auto"
+        How the runs are trained, as in :class:`~ensemblekit.estimators.SWAGClassifier`.
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train at most this many runs at once.
+{_TRAJECTORY_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
@@ -273,6 +278,10 @@ class SWAGRegressor(BaseNeuralRegressor):
         First epoch of the SWA phase used.
     max_rank_ : int
         Maximum number of deviation columns used.
+    engine_ : {{"sequential", "vectorized"}}
+        Engine that trained the runs.
+    engine_reason_ : str
+        Why that engine.
 {_COMMON_ATTRIBUTES}
     References
     ----------
@@ -313,6 +322,8 @@ class SWAGRegressor(BaseNeuralRegressor):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        engine: str = "auto",
+        max_members_per_pass: int | None = None,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -338,6 +349,8 @@ class SWAGRegressor(BaseNeuralRegressor):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
