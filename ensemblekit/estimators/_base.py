@@ -41,11 +41,19 @@ from ..engine import (
     resolve_checkpoint_epochs,
 )
 from ..models import MLP
+from ._cache import MemberCache
 from ._outputs import (
     LogProbaCriterion,
     outputs_to_log_proba,
     outputs_to_proba,
     predict_nonlinearity,
+)
+from ._parallel import (
+    check_n_jobs,
+    fit_new_members,
+    member_records,
+    resolve_devices,
+    set_member_state,
 )
 from ._probe import probe_member
 from ._sample_weight import training_weights
@@ -114,6 +122,11 @@ class BaseNeuralEnsemble(BaseEstimator):
     #: Whether the members' criterion takes the ``[targets, weight]`` rows of a weighted
     #: fit itself (the regression criteria) instead of through ``SampleWeightedLoss``.
     _criterion_reads_weights: ClassVar[bool] = False
+
+    #: How the fitted attributes other than ``estimators_`` split into members and
+    #: join back (see ``_parallel.MEMBER_KINDS``); the member cache and the member
+    #: groups trained in parallel carry them.
+    _member_attributes: ClassVar[dict[str, str]] = {}
 
     # ----------------------------------------------------------- parameters
     def _store_routed(self, routed: dict[str, Any]) -> None:
@@ -215,6 +228,9 @@ class BaseNeuralEnsemble(BaseEstimator):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
         self._checkpoint_plan = _checkpoint_plan(self)
+        check_n_jobs(self.n_jobs)
+        resolve_devices(self.devices)
+        MemberCache.from_memory(self.memory)
 
     # ----------------------------------------------------------- data
     def _validate_predict_data(self, X: Any) -> np.ndarray:
@@ -386,6 +402,10 @@ class BaseNeuralEnsemble(BaseEstimator):
     def _bootstrap(self) -> bool:
         return False
 
+    def _trains_jointly(self) -> bool:
+        """Whether members trained together are faster than one by one."""
+        return False
+
     def _batches_with_replacement(self) -> bool:
         return False
 
@@ -460,21 +480,13 @@ class BaseNeuralEnsemble(BaseEstimator):
                 f"warm_start=True needs the module outputs of the first fit "
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
-        progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
-        self._checkpoint_store = _checkpoint_store(self, n_members, len(existing))
-        try:
-            nets = [
-                self._make_member(int(s), len(existing) + i, X, device, progress,
-                                  self._bootstrap(), output_kind, sample_weight)
-                for i, s in enumerate(new_seeds)
-            ]
-            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
-                              sample_weight=None if self._bootstrap() else sample_weight)
-        finally:
-            progress.close()
-            store, self._checkpoint_store = self._checkpoint_store, None
-        _set_checkpoints(self, store, len(existing), nets)
-        self.estimators_ = existing + nets
+        store = _checkpoint_store(self, n_members, len(existing))
+        kept = member_records(self, existing)
+        # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
+        records, device = fit_new_members(self, X, y, new_seeds, len(existing), device,
+                                          output_kind, store, sample_weight)
+        _set_checkpoints(self, store, len(existing), [r["net"] for r in records])
+        set_member_state(self, kept + records)
         self.seeds_ = seeds
         self.device_ = device
         self.output_kind_ = output_kind

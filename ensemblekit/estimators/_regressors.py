@@ -48,6 +48,14 @@ _COMMON_PARAMS = """\
         Rows evaluated at once at prediction time.
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    n_jobs : int or None, default=None
+        Groups of networks trained at the same time through :class:`joblib.Parallel`,
+        as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
+    devices : "all", list of str or None, default=None
+        Shard the networks over these devices; ``None`` trains on ``device``.
+    memory : str, joblib.Memory or None, default=None
+        Cache of trained networks, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
 """
 
 _TRAJECTORY_PARAMS = """\
@@ -180,6 +188,9 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        n_jobs: int | None = None,
+        devices: Any = None,
+        memory: Any = None,
         engine: str = "auto",
         max_members_per_pass: int | None = None,
         augment: Any = None,
@@ -205,6 +216,9 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.n_jobs = n_jobs
+        self.devices = devices
+        self.memory = memory
         self.engine = engine
         self.max_members_per_pass = max_members_per_pass
         self.augment = augment
@@ -226,6 +240,8 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     _bootstrap = DeepEnsembleClassifier._bootstrap
     _batches_with_replacement = DeepEnsembleClassifier._batches_with_replacement
     _fit_members = DeepEnsembleClassifier._fit_members
+    _trains_jointly = DeepEnsembleClassifier._trains_jointly
+    _member_attributes = DeepEnsembleClassifier._member_attributes
 
 
 class SWAGRegressor(BaseNeuralRegressor):
@@ -322,6 +338,9 @@ class SWAGRegressor(BaseNeuralRegressor):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        n_jobs: int | None = None,
+        devices: Any = None,
+        memory: Any = None,
         engine: str = "auto",
         max_members_per_pass: int | None = None,
         checkpoint_epochs: Any = None,
@@ -349,6 +368,9 @@ class SWAGRegressor(BaseNeuralRegressor):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.n_jobs = n_jobs
+        self.devices = devices
+        self.memory = memory
         self.engine = engine
         self.max_members_per_pass = max_members_per_pass
         self.checkpoint_epochs = checkpoint_epochs
@@ -362,6 +384,8 @@ class SWAGRegressor(BaseNeuralRegressor):
     _n_members = SWAGClassifier._n_members
     _member_callbacks = SWAGClassifier._member_callbacks
     _fit_members = SWAGClassifier._fit_members
+    _trains_jointly = SWAGClassifier._trains_jointly
+    _member_attributes = SWAGClassifier._member_attributes
     _member_logits = SWAGClassifier._member_logits
 
 
@@ -423,6 +447,9 @@ class DropoutRegressor(BaseNeuralRegressor):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        n_jobs: int | None = None,
+        devices: Any = None,
+        memory: Any = None,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -441,6 +468,9 @@ class DropoutRegressor(BaseNeuralRegressor):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.n_jobs = n_jobs
+        self.devices = devices
+        self.memory = memory
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -457,4 +487,5 @@ class DropoutRegressor(BaseNeuralRegressor):
     _validate_method_params = DropoutClassifier._validate_method_params
     _n_members = DropoutClassifier._n_members
     _fit_members = DropoutClassifier._fit_members
+    _member_attributes = DropoutClassifier._member_attributes
     _member_logits = DropoutClassifier._member_logits
