@@ -22,6 +22,7 @@ from ._checkpoints import CheckpointStore as CheckpointStore
 from ._checkpoints import resolve_checkpoint_epochs as resolve_checkpoint_epochs
 from ._dispatch import ENGINES, PRECISIONS, EngineChoice, train_members
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._losses import GaussianNLLCriterion, SquaredErrorCriterion, split_mean_variance
 from ._predict import MemberPredictor, predict_member_logits
 from ._progress import Progress as Progress
 from ._progress import ProgressCallback as ProgressCallback
@@ -46,15 +47,18 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "EngineChoice",
+    "GaussianNLLCriterion",
     "GroupedNetwork",
     "GroupingError",
     "MemberPredictor",
+    "SquaredErrorCriterion",
     "StepSchedule",
     "VmapNetwork",
     "check_grouped",
     "group_modules",
     "predict_logits_sequential",
     "predict_member_logits",
+    "split_mean_variance",
     "stack_members",
     "train_members",
 ]
