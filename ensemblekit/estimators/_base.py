@@ -217,6 +217,7 @@ class BaseNeuralEnsemble(BaseEstimator):
                     f"{key} cannot be set: each member draws its own data order from its "
                     "seed (use bootstrap=... or random_state to control it)."
                 )
+        self._check_routed_names()
         check_int("max_epochs", self.max_epochs)
         check_int("batch_size", self.batch_size)
         check_int("predict_batch_size", self.predict_batch_size)
@@ -232,9 +233,39 @@ class BaseNeuralEnsemble(BaseEstimator):
         resolve_devices(self.devices)
         MemberCache.from_memory(self.memory)
 
+    def _check_routed_names(self) -> None:
+        """Refuse ``module__x``, ``optimizer__x`` or ``criterion__x`` that the class does
+        not accept, before skorch would fail with a raw ``TypeError``."""
+        targets = {
+            "module": MLP if self.module is None else self.module,
+            "optimizer": self.optimizer,
+            "criterion": self.criterion,
+        }
+        for key in self._routed_params():
+            prefix, _, name = key.partition("__")
+            target = targets.get(prefix)
+            if not isinstance(target, type) or "__" in name or name == "param_groups":
+                continue
+            accepted = _accepted_arguments(target)
+            if accepted is None or name in accepted:
+                continue
+            close = difflib.get_close_matches(name, sorted(accepted), n=1)
+            hint = f" Did you mean '{prefix}__{close[0]}'?" if close else ""
+            raise ValueError(
+                f"Invalid parameter {key!r}: {target.__name__} does not accept an argument "
+                f"{name!r}.{hint} Valid arguments: {', '.join(sorted(accepted))}."
+            )
+
     # ----------------------------------------------------------- data
     def _validate_predict_data(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) >= 1 and (
+            len(self.input_shape_) != 1 or len(shape) != 2
+        ):
+            # Image-like input: say which sample shape was expected, rather than
+            # scikit-learn's count of "features" along the second axis.
+            self._check_input_shape(X)
         X = validate_data(
             self, X, reset=False, allow_nd=True, dtype=(np.float32, np.float64),
             ensure_all_finite=True,
@@ -756,6 +787,22 @@ def _holds_torch(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_holds_torch(v) for v in value.values())
     return False
+
+
+def _accepted_arguments(target: type) -> set[str] | None:
+    """Keyword arguments of ``target``'s constructor; None when it takes ``**kwargs``
+    or its signature cannot be read."""
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
 
 
 def _as_float32(X: np.ndarray) -> np.ndarray:

@@ -255,3 +255,57 @@ def test_unavailable_device_lists_the_available_ones(iris, name, device):
     X, y = iris
     with pytest.raises(ValueError, match=rf"device='{device}'.*available devices: \['cpu'"):
         _make(name, device=device).fit(X, y)
+
+
+# ------------------------------------------------------------------ names after a prefix
+@pytest.mark.parametrize(
+    ("key", "value", "closest"),
+    [
+        ("module__hiden_layer_sizes", (8,), "module__hidden_layer_sizes"),
+        ("optimizer__weight_decy", 0.1, "optimizer__weight_decay"),
+        ("criterion__wieght", None, "criterion__weight"),
+    ],
+)
+def test_unknown_argument_after_a_routing_prefix_names_the_closest(iris, key, value, closest):
+    X, y = iris
+    clf = DeepEnsembleClassifier(
+        n_estimators=1, max_epochs=1, random_state=0, criterion=nn.CrossEntropyLoss,
+        **{key: value},
+    )
+    with pytest.raises(ValueError, match=f"Did you mean '{closest}'"):
+        clf.fit(X, y)
+
+
+def test_arguments_of_a_module_taking_kwargs_are_passed_through(iris):
+    class Wide(nn.Module):
+        def __init__(self, width=4, **kwargs):
+            super().__init__()
+            self.seen = kwargs
+            self.net = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 3))
+
+        def forward(self, x):
+            return self.net(x)
+
+    X, y = iris
+    clf = DeepEnsembleClassifier(Wide, n_estimators=1, max_epochs=1, random_state=0,
+                                 module__width=5, module__anything=1).fit(X, y)
+    assert clf.estimators_[0].module_.seen == {"anything": 1}
+
+
+# ------------------------------------------------------------------ shapes at prediction
+def test_prediction_with_another_sample_shape_names_both_shapes(digits_images):
+    X, y = digits_images
+    clf = DeepEnsembleClassifier(SmallCNN, n_estimators=1, max_epochs=1, random_state=0).fit(X, y)
+    for bad in (np.repeat(X[:4], 3, axis=1), X[:4].reshape(4, -1), X[:4, 0]):
+        with pytest.raises(ValueError, match=r"fitted on samples of shape \(1, 8, 8\)"):
+            clf.predict(bad)
+
+
+def test_tabular_input_reshaped_to_images_at_prediction_names_both_shapes(iris):
+    X, y = iris
+    clf = DeepEnsembleClassifier(n_estimators=1, max_epochs=1, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"fitted on samples of shape \(4,\)"):
+        clf.predict(X.reshape(-1, 2, 2))
+    # Tabular input with another width keeps scikit-learn's own message.
+    with pytest.raises(ValueError, match="X has 3 features"):
+        clf.predict(X[:, :3])
