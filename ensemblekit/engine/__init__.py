@@ -17,6 +17,7 @@ reproduced their outputs and gradients; one that fails in training falls back
 
 from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._monitor import MemberMonitor, MonitorCallback, StopCallback
 from ._predict import MemberPredictor
 from ._progress import Progress, ProgressCallback
 from ._randomness import (
@@ -64,13 +65,16 @@ __all__ = [
     "GroupedNetwork",
     "GroupingError",
     "LRScheduleCallback",
+    "MemberMonitor",
     "MemberPredictor",
     "MemberSampler",
     "ModuleCopy",
+    "MonitorCallback",
     "Progress",
     "ProgressCallback",
     "SampleWeightedLoss",
     "StepSchedule",
+    "StopCallback",
     "VmapNetwork",
     "augment_seed",
     "check_grouped",

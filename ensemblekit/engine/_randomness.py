@@ -116,24 +116,36 @@ class MemberSampler(Sampler[int]):
         Whether to draw a bootstrap resample.
     weights : array-like of shape (n_samples,), optional
         Bootstrap only: row weights the resample is drawn in proportion to.
+    rows : array-like of shape (n_samples,), optional
+        The member's training rows (the others are held out, e.g. for validation):
+        the sampler yields ``rows[i]`` for each drawn position ``i``.
     """
 
     def __init__(self, n_samples: int, seed: int, bootstrap: bool = False,
-                 weights: Any = None) -> None:
+                 weights: Any = None, rows: Any = None) -> None:
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.bootstrap = bool(bootstrap)
         self.weights = None if weights is None else torch.as_tensor(weights,
                                                                     dtype=torch.float64)
+        self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
+        if self.rows is not None and len(self.rows) != self.n_samples:
+            raise ValueError(f"rows holds {len(self.rows)} indices, expected {n_samples}")
         self.epoch = 0
 
     def reset(self) -> None:
         """Start again from the first epoch."""
         self.epoch = 0
 
-    def __iter__(self) -> Iterator[int]:
-        indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap,
+    def indices(self, epoch: int) -> torch.Tensor:
+        """Rows drawn in ``epoch`` (zero-based), in order: what every engine trains on."""
+        indices = epoch_indices(self.seed, epoch, self.n_samples, self.bootstrap,
                                 getattr(self, "weights", None))
+        rows = getattr(self, "rows", None)
+        return indices if rows is None else rows[indices]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.indices(self.epoch)
         self.epoch += 1
         return iter(indices.tolist())
 

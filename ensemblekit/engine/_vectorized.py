@@ -27,9 +27,10 @@ from torch import Tensor, nn
 
 from ._checkpoints import CheckpointCallback, checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._monitor import MonitorCallback, StopCallback, monitor_callback
 from ._predict import predict_member_logits
 from ._progress import Progress, ProgressCallback
-from ._randomness import MemberSampler, derive_seed, epoch_indices, seeded_torch
+from ._randomness import MemberSampler, derive_seed, seeded_torch
 from ._schedule import LRScheduleCallback, Schedule, scheduled_lr
 from ._sequential import (
     fit_sequential,
@@ -143,7 +144,7 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
     for entry in net.callbacks or []:
         name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
         if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback,
-                           CheckpointCallback)):
+                           CheckpointCallback, MonitorCallback, StopCallback)):
             continue
         names.append(str(name))
     return names
@@ -364,7 +365,6 @@ class _Config:
     precision: str
     channels_last: bool
     lr_schedule: Schedule | None = None
-    bootstrap_weights: Tensor | None = None
 
 
 def _loader_config(net: NeuralNet, n_samples: int) -> tuple[int, bool, bool]:
@@ -438,9 +438,21 @@ def _train_stacked(
     # sequential engine seeds torch's global generator for it.
     stacked.set_training_seeds([train_seed(int(s)) for s in seeds])
     aug_gens = [torch.Generator(device=gen_device).manual_seed(augment_seed(s)) for s in seeds]
-    n = X.shape[0]
+    # Each member's sampler says which rows it draws in each epoch (its own order,
+    # bootstrap resample and training rows), exactly as in the sequential engine.
+    samplers = [_member_sampler(net) for net in nets]
+    n = len(samplers[0])
+    if any(len(sampler) != n for sampler in samplers):
+        raise GroupingError("the members train on different numbers of rows")
     m = len(nets)
     stop = n - n % cfg.batch_size if cfg.drop_last else n
+    monitors = [monitor_callback(net) for net in nets]
+    for mon in monitors:
+        if mon is not None:
+            mon.monitor.reset()
+    active = [True] * m
+    n_run = [0] * m
+    frozen: dict[int, tuple[dict[str, dict[str, Any]], list[float]]] = {}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
@@ -454,10 +466,7 @@ def _train_stacked(
             if cfg.lr_schedule is not None:
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
-            order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights)
-                for s in seeds
-            ]).to(device)
+            order = torch.stack([sampler.indices(epoch) for sampler in samplers]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
             for start in range(0, stop, cfg.batch_size):
@@ -478,30 +487,120 @@ def _train_stacked(
             seen = max(stop, 1)
             epoch_losses = (total / seen).tolist()
             records.append((epoch_losses, n_batches, time.perf_counter() - start_time))
-            if progress is not None:
-                progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
+            running = [k for k in range(m) if active[k]]
+            for k in running:
+                n_run[k] += 1
             if any(r is not None and r.wants(epoch) for r in recorders):
                 stacked.write_members(modules)  # trajectories see what the members hold
                 for recorder, module in zip(recorders, modules):
                     if recorder is not None:
                         recorder.record(epoch, module)
+            postfix = {"loss": f"{float(np.mean([epoch_losses[k] for k in running])):.4f}"}
+            if any(mon is not None for mon in monitors):
+                _monitor_epoch(stacked, optimizer, modules, monitors, active, frozen, postfix)
+            if progress is not None:
+                progress.advance(len(running), **postfix)
+            if not any(active):
+                break
     stacked.write_members(modules)
     _write_optimizer_state(stacked, optimizer, nets)
     for net in nets:
         # The member optimizers end where the stacked one did (scheduled learning rates).
         for own, stacked_group in zip(net.optimizer_.param_groups, optimizer.param_groups):
             own["lr"] = stacked_group["lr"]
+    _finish_monitored(nets, monitors, frozen)
     for k, net in enumerate(nets):
-        for epoch_losses, n_batches, duration in records:
+        scores = monitors[k].monitor.scores if monitors[k] is not None else None
+        for i, (epoch_losses, n_batches, duration) in enumerate(records[: n_run[k]]):
             net.history.new_epoch()
             net.history.record("epoch", len(net.history))
             net.history.record("train_loss", epoch_losses[k])
             net.history.record("train_batch_count", n_batches)
             net.history.record("dur", duration)
+            if scores is not None:
+                net.history.record("valid_acc", scores[i])
+                net.history.record("valid_acc_best", scores[i] > max(scores[:i], default=-1.0))
     if getattr(stacked, "member_by_member", False):
         form += (" [training draws random numbers: each member's forward pass runs "
                  "under its own stream]")
     return form
+
+
+def _member_sampler(net: NeuralNet) -> MemberSampler:
+    return net.get_params_for("iterator_train")["sampler"]
+
+
+def _monitor_epoch(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    modules: Sequence[nn.Module],
+    monitors: Sequence[MonitorCallback | None],
+    active: list[bool],
+    frozen: dict[int, tuple[dict[str, dict[str, Any]], list[float]]],
+    postfix: dict[str, str],
+) -> None:
+    """Score the running members on their validation rows; freeze those that stop.
+
+    A member that stops keeps the state it has now: its optimizer state and
+    learning rates are saved here and put back at the end, whatever later stacked
+    steps did to its slice, and its weights become those of its best epoch.
+    """
+    stacked.write_members(modules)
+    scores = []
+    for k, mon in enumerate(monitors):
+        if mon is None or not active[k]:
+            continue
+        if mon.monitor.end_epoch(modules[k]):
+            active[k] = False
+            frozen[k] = (_member_optimizer_state(stacked, optimizer, k, modules[k]),
+                         [group["lr"] for group in optimizer.param_groups])
+        scores.append(mon.monitor.scores[-1])
+    if scores:
+        postfix["valid"] = f"{float(np.mean(scores)):.4f}"
+
+
+@torch.no_grad()
+def _member_optimizer_state(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    m: int,
+    module: nn.Module,
+) -> dict[str, dict[str, Any]]:
+    """Member ``m``'s slice of the stacked optimizer state, by parameter name."""
+    shapes = {name: p.shape for name, p in module.named_parameters()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, sp in stacked.named_member_parameters():
+        state = optimizer.state.get(sp)
+        if not state:
+            continue
+        member_state: dict[str, Any] = {}
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.numel() == sp.numel() and value.dim() > 0:
+                member_state[key] = stacked.member_slice(value, m, shapes[name]).clone()
+            elif isinstance(value, Tensor):
+                member_state[key] = value.clone()
+            else:
+                member_state[key] = value
+        out[name] = member_state
+    return out
+
+
+def _finish_monitored(
+    nets: Sequence[NeuralNet],
+    monitors: Sequence[MonitorCallback | None],
+    frozen: dict[int, tuple[dict[str, dict[str, Any]], list[float]]],
+) -> None:
+    """Stopped members get their saved optimizer state; every member its best weights."""
+    for k, (states, lrs) in frozen.items():
+        net = nets[k]
+        params = dict(net.module_.named_parameters())
+        for name, state in states.items():
+            net.optimizer_.state[params[name]] = state
+        for group, lr in zip(net.optimizer_.param_groups, lrs):
+            group["lr"] = lr
+    for net, mon in zip(nets, monitors):
+        if mon is not None:
+            mon.monitor.restore(net.module_)
 
 
 def fit_vectorized(
@@ -583,8 +682,6 @@ def fit_vectorized(
         precision=precision,
         channels_last=bool(channels_last) and X.ndim == 4,
         lr_schedule=lr_schedule,
-        bootstrap_weights=getattr(nets[0].get_params_for("iterator_train").get("sampler"),
-                                  "weights", None),
     )
     Xd = torch.as_tensor(X).to(device)
     if sample_weight is None:

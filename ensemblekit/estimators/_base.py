@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -31,12 +32,16 @@ from torch import nn
 from ..engine import (
     CheckpointCallback,
     CheckpointStore,
+    MemberMonitor,
     MemberPredictor,
     MemberSampler,
     ModuleCopy,
+    MonitorCallback,
     Progress,
     ProgressCallback,
     SampleWeightedLoss,
+    StopCallback,
+    derive_seed,
     draw_member_seeds,
     resolve_checkpoint_epochs,
 )
@@ -72,6 +77,9 @@ _RESERVED_ROUTED = (
 
 # Constructor arguments that are filled from the training data when a module
 # class accepts them and the user did not route a value.
+# Stream of the early-stopping validation split.
+_VALIDATION_STREAM = 31
+
 _DATA_DEPENDENT_ARGS = ("in_features", "num_classes", "in_channels", "input_size")
 
 
@@ -207,6 +215,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
         self._checkpoint_plan = _checkpoint_plan(self)
+        _EarlyStopping.validate(self)
 
     # ----------------------------------------------------------- data
     def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -316,6 +325,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         bootstrap: bool = False,
         output_kind: str = "logits",
         sample_weight: np.ndarray | None = None,
+        split: tuple[np.ndarray, np.ndarray] | None = None,
+        y: np.ndarray | None = None,
     ) -> NeuralNetClassifier:
         module, module_kwargs = self._module_spec(X)
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
@@ -340,8 +351,26 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         store = getattr(self, "_checkpoint_store", None)
         if store is not None:
             callbacks.append(("ensemblekit_trajectory", CheckpointCallback(store, index)))
+        rows = None
+        monitor = None
+        if split is not None and y is not None:
+            rows, valid = split
+            es = _EarlyStopping.of(self)
+            monitor = MemberMonitor(
+                X[valid], y[valid], None if sample_weight is None else sample_weight[valid],
+                es.n_iter_no_change, es.tol, self.predict_batch_size,
+            )
+            # Before the progress bar (which shows the score) and the trajectory.
+            callbacks.insert(len(callbacks) - (store is not None),
+                             ("ensemblekit_monitor", MonitorCallback(monitor)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
+        if monitor is not None:
+            callbacks.append(("ensemblekit_stop", StopCallback(monitor)))
+        n_rows = len(X) if rows is None else len(rows)
+        boot_weights = None
+        if bootstrap and sample_weight is not None:
+            boot_weights = sample_weight if rows is None else sample_weight[rows]
         return NeuralNetClassifier(
             module=module,
             criterion=criterion,
@@ -355,9 +384,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
-            iterator_train__sampler=MemberSampler(
-                len(X), seed, bootstrap, sample_weight if bootstrap else None
-            ),
+            iterator_train__sampler=MemberSampler(n_rows, seed, bootstrap, boot_weights, rows),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
@@ -452,12 +479,14 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 f"warm_start=True needs the module outputs of the first fit "
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
+        splits = _validation_splits(self, y, seeds, len(existing))
         progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
         self._checkpoint_store = _checkpoint_store(self, n_members, len(existing))
         try:
             nets = [
                 self._make_member(int(s), len(existing) + i, X, device, progress,
-                                  self._bootstrap(), output_kind, sample_weight)
+                                  self._bootstrap(), output_kind, sample_weight,
+                                  None if splits is None else splits[i], y)
                 for i, s in enumerate(new_seeds)
             ]
             self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
@@ -468,6 +497,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         _set_checkpoints(self, store, len(existing))
         self.estimators_ = existing + nets
         self.seeds_ = seeds
+        _set_learning_curves(self, splits is not None)
         self.device_ = device
         self.output_kind_ = output_kind
         # Built on the first prediction, reused until the members change; never pickled.
@@ -597,6 +627,95 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                     io.BytesIO(value.data), map_location=location, weights_only=False
                 )
         super().__setstate__(state)
+
+
+class _EarlyStopping:
+    """The validated early-stopping parameters an estimator declares."""
+
+    VALIDATION_SPLITS = ("per_member", "shared")
+
+    def __init__(self, estimator: Any) -> None:
+        self.enabled = bool(getattr(estimator, "early_stopping", False))
+        self.validation_fraction = float(getattr(estimator, "validation_fraction", 0.1))
+        self.n_iter_no_change = int(getattr(estimator, "n_iter_no_change", 10))
+        self.tol = float(getattr(estimator, "tol", 1e-4))
+        self.validation_split = getattr(estimator, "validation_split", "per_member")
+
+    @classmethod
+    def of(cls, estimator: Any) -> _EarlyStopping:
+        return cls(estimator)
+
+    @staticmethod
+    def validate(estimator: Any) -> None:
+        if not hasattr(estimator, "early_stopping"):
+            return
+        if not isinstance(estimator.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be True or False, got "
+                             f"{estimator.early_stopping!r}.")
+        check_float("validation_fraction", estimator.validation_fraction, high=1.0,
+                    high_inclusive=False)
+        check_int("n_iter_no_change", estimator.n_iter_no_change)
+        check_float("tol", estimator.tol, low_inclusive=True)
+        if estimator.validation_split not in _EarlyStopping.VALIDATION_SPLITS:
+            raise ValueError(
+                f"validation_split must be one of {list(_EarlyStopping.VALIDATION_SPLITS)}, "
+                f"got {estimator.validation_split!r}."
+            )
+        if estimator.early_stopping and estimator.checkpoint_epochs is not None:
+            raise ValueError(
+                "checkpoint_epochs cannot be combined with early_stopping=True: a member "
+                "that stops early records no later checkpoint."
+            )
+
+
+def _validation_splits(
+    estimator: Any, y: np.ndarray, seeds: np.ndarray, n_existing: int
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Each new member's (training rows, validation rows), or None without early stopping.
+
+    A stratified split of ``validation_fraction`` of the rows (scikit-learn's
+    ``train_test_split``, as ``MLPClassifier`` does), drawn from the member's seed, or
+    from the first member's seed for every member with ``validation_split="shared"``.
+    """
+    es = _EarlyStopping.of(estimator)
+    if not es.enabled:
+        return None
+    splits = []
+    rows = np.arange(len(y))
+    for seed in seeds[n_existing:]:
+        source = int(seeds[0]) if es.validation_split == "shared" else int(seed)
+        state = derive_seed(source, _VALIDATION_STREAM) % (2**32)
+        try:
+            train, valid = train_test_split(rows, test_size=es.validation_fraction,
+                                            stratify=y, random_state=state)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping=True holds out a stratified validation_fraction="
+                f"{es.validation_fraction} of the {len(y)} training rows, which is not "
+                f"possible here: {exc}"
+            ) from exc
+        splits.append((np.sort(train), np.sort(valid)))
+    return splits
+
+
+def _set_learning_curves(estimator: Any, validated: bool) -> None:
+    """Per-member curves read from the members' training histories."""
+    histories = [net.history for net in estimator.estimators_]
+    estimator.loss_curve_ = [[float(v) for v in h[:, "train_loss"]] if len(h) else []
+                             for h in histories]
+    estimator.n_iter_ = np.array([len(h) for h in histories], dtype=np.int64)
+    if not validated:
+        estimator.validation_scores_ = None
+        estimator.best_epoch_ = None
+        return
+    scores, best = [], []
+    for h in histories:
+        values = [row.get("valid_acc") for row in h]
+        scores.append([float(v) for v in values if v is not None])
+        flags = [i for i, row in enumerate(h) if row.get("valid_acc_best")]
+        best.append(flags[-1] if flags else -1)
+    estimator.validation_scores_ = scores
+    estimator.best_epoch_ = np.array(best, dtype=np.int64)
 
 
 def _checkpoint_plan(estimator: Any) -> tuple[np.ndarray, Any] | None:
