@@ -7,16 +7,19 @@ batched matrix products over a member axis. No weight is shared between members 
 every normalisation statistic is per channel, hence per member, so the grouped network
 computes exactly what the ``M`` networks compute separately, in one pass.
 
-Two layouts carry member activations through the network:
+Two layouts carry member activations through the network (named in
+:class:`~ensemblekit.engine._layout.Layout`, resolved in one place,
+:func:`~ensemblekit.engine._layout.resolve_layout`):
 
 * *channel-grouped* ``(B, M * C, ...)``: member ``m`` owns channels
-  ``m * C`` to ``(m + 1) * C`` (images, and flattened feature maps);
+  ``m * C`` to ``(m + 1) * C`` (images, sequences, and flattened feature maps);
 * *member-first* ``(M, B, F)``: features of member ``m`` at index ``m`` (the output of
   a batched linear layer).
 
-Every grouped layer accepts both where that makes sense; operations that act on each
-element or each channel alone (activations, pooling, residual additions) need no
-conversion, so modules with their own ``forward`` built from such operations work
+One table, :data:`GROUPED_LAYERS`, maps each layer type to its grouped conversion and
+the layouts it accepts (:func:`register_grouped_layer` adds one). Operations that act
+on each element or each channel alone (activations, pooling, residual additions) need
+no conversion, so modules with their own ``forward`` built from such operations work
 unchanged. A conversion is accepted only after a numerical check against the members'
 own forward passes (:func:`check_grouped`).
 """
@@ -25,12 +28,16 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._layout import GroupingError, Layout, LayoutContext, resolve_layout
 
 __all__ = [
     "GroupedNetwork",
@@ -40,82 +47,106 @@ __all__ = [
 ]
 
 
-class GroupingError(ValueError):
-    """Raised when members cannot be stacked into one grouped network."""
-
-
-# Layers that act on each element, or on each channel and its spatial neighbourhood
-# alone: they are correct on the channel-grouped layout as they are.
-_PASS_THROUGH: tuple[type[nn.Module], ...] = (
-    nn.Identity,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.LogSigmoid,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.ZeroPad2d,
-    nn.ConstantPad2d,
+# Layers that act on each element: correct on every layout as they are.
+_ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
 )
 
+# Layers that act on each channel and its spatial neighbourhood alone: correct on
+# channel-grouped maps as they are.
+_PER_CHANNEL: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.ConstantPad1d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad1d,
+    nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+)
 
-def _to_member_first(x: Tensor, m: int) -> Tensor:
-    """A feature tensor in the member-first layout ``(M, B, F)``."""
-    if x.dim() == 3:
+_BOTH = (Layout.CHANNELS, Layout.MEMBER_FIRST)
+_CHANNELS = (Layout.CHANNELS,)
+
+
+class _GroupedLayer(nn.Module):
+    """A grouped layer: knows the members' count and the forward pass's layout context."""
+
+    def __init__(self, ctx: LayoutContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    @property
+    def n_members(self) -> int:
+        return self.ctx.n_members
+
+
+class PassThrough(_GroupedLayer):
+    """A member's layer that is correct on the grouped layouts it accepts, unchanged.
+
+    It checks the input's layout and gives its output the same one.
+    """
+
+    def __init__(self, layer: nn.Module, ctx: LayoutContext,
+                 accepts: tuple[Layout, ...]) -> None:
+        super().__init__(ctx)
+        self.layer = layer
+        self.accepts = accepts
+
+    def forward(self, x: Tensor) -> Tensor:
+        layout = resolve_layout(x, self.ctx, self.accepts)
+        return self.ctx.tag(self.layer(x), layout)
+
+
+def _to_member_first(x: Tensor, m: int, layout: Layout) -> Tensor:
+    """Features in the member-first layout ``(M, B, F)``."""
+    if layout is Layout.MEMBER_FIRST:
         return x
     if x.dim() == 2:
         return x.view(x.shape[0], m, -1).transpose(0, 1)
-    raise GroupingError(f"expected features of shape (M, B, F) or (B, M*F), got {tuple(x.shape)}")
+    raise GroupingError(
+        f"a layer over the feature axis received a channel-grouped map of shape "
+        f"{tuple(x.shape)}"
+    )
 
 
-class GroupedLinear(nn.Module):
+class GroupedLinear(_GroupedLayer):
     """``M`` linear layers as one batched matrix product over the member axis.
 
     ``weight`` has shape ``(M, out_features, in_features)`` and ``bias``
     ``(M, out_features)``: member ``m``'s layer is ``weight[m]``, ``bias[m]``.
+    Accepts member-first features and flat channel-grouped features ``(B, M*F)``;
+    returns member-first features.
     """
 
-    def __init__(self, n_members: int, in_features: int, out_features: int, bias: bool) -> None:
-        super().__init__()
-        self.n_members = n_members
+    def __init__(self, ctx: LayoutContext, in_features: int, out_features: int,
+                 bias: bool) -> None:
+        super().__init__(ctx)
+        m = ctx.n_members
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty(n_members, out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(n_members, out_features)) if bias else None
+        self.weight = nn.Parameter(torch.empty(m, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(m, out_features)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3 and x.shape[0] > 1 and x.stride(0) == 0:
+        layout = resolve_layout(x, self.ctx, _BOTH)
+        m = self.n_members
+        if layout is Layout.MEMBER_FIRST and x.shape[0] > 1 and x.stride(0) == 0:
             # Every member reads the same rows (prediction): one matrix product with the
             # members' weights side by side beats M small ones.
-            m, b = self.n_members, x.shape[1]
-            rows = x[0]
+            b = x.shape[1]
             weight = self.weight.reshape(m * self.out_features, self.in_features).to(x.dtype)
             if self.bias is None:
-                out = rows @ weight.t()
+                out = x[0] @ weight.t()
             else:
-                out = torch.addmm(self.bias.reshape(-1).to(x.dtype), rows, weight.t())
-            return out.view(b, m, self.out_features).transpose(0, 1).contiguous()
-        x = _to_member_first(x, self.n_members)
-        weight_t = self.weight.transpose(1, 2)
+                out = torch.addmm(self.bias.reshape(-1).to(x.dtype), x[0], weight.t())
+            out = out.view(b, m, self.out_features).transpose(0, 1).contiguous()
+            return self.ctx.tag(out, Layout.MEMBER_FIRST)
+        x = _to_member_first(x, m, layout)
+        weight_t = self.weight.transpose(1, 2).to(x.dtype)
         if self.bias is None:
-            return torch.bmm(x, weight_t.to(x.dtype))
-        return torch.baddbmm(self.bias.unsqueeze(1).to(x.dtype), x, weight_t.to(x.dtype))
+            out = torch.bmm(x, weight_t)
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1).to(x.dtype), x, weight_t)
+        return self.ctx.tag(out, Layout.MEMBER_FIRST)
 
     def extra_repr(self) -> str:
         return (f"n_members={self.n_members}, in_features={self.in_features}, "
@@ -123,109 +154,134 @@ class GroupedLinear(nn.Module):
 
 
 class GroupedBatchNorm(nn.BatchNorm2d):
-    """``M`` BatchNorm layers as one layer ``M`` times wider.
+    """``M`` BatchNorm layers (1-D or 2-D) as one layer ``M`` times wider.
 
-    Accepts the channel-grouped layout (2-D or 4-D) and the member-first layout.
+    Accepts channel-grouped activations of any rank and member-first features.
     """
 
-    def __init__(self, n_members: int, *args, **kwargs) -> None:
+    def __init__(self, ctx: LayoutContext, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.n_members = n_members
+        self.ctx = ctx
+
+    @property
+    def n_members(self) -> int:
+        return self.ctx.n_members
 
     def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() not in (2, 4):
-            raise GroupingError(f"expected a 2-D or 4-D input, got {input.dim()}-D")
+        if input.dim() < 2:
+            raise GroupingError(f"expected an input with a channel axis, got {input.dim()}-D")
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3:
+        layout = resolve_layout(x, self.ctx, _BOTH)
+        if layout is Layout.MEMBER_FIRST:
             m, b, f = x.shape
             out = super().forward(x.transpose(0, 1).reshape(b, m * f))
-            return out.view(b, m, f).transpose(0, 1)
-        return super().forward(x)
+            out = out.view(b, m, f).transpose(0, 1)
+        else:
+            out = super().forward(x)
+        return self.ctx.tag(out, layout)
 
 
-class GroupedLayerNorm(nn.Module):
-    """``M`` LayerNorm layers over the last (feature) axis."""
+class GroupedGroupNorm(nn.GroupNorm):
+    """``M`` GroupNorm layers: ``M`` times the groups and the channels."""
 
-    def __init__(self, n_members: int, layer: nn.LayerNorm) -> None:
-        super().__init__()
+    def __init__(self, ctx: LayoutContext, layer: nn.GroupNorm) -> None:
+        m = ctx.n_members
+        super().__init__(m * layer.num_groups, m * layer.num_channels, eps=layer.eps,
+                         affine=layer.affine)
+        self.ctx = ctx
+
+    def forward(self, x: Tensor) -> Tensor:
+        layout = resolve_layout(x, self.ctx, _BOTH)
+        if layout is Layout.MEMBER_FIRST:
+            m, b, f = x.shape
+            out = super().forward(x.transpose(0, 1).reshape(b, m * f))
+            out = out.view(b, m, f).transpose(0, 1)
+        else:
+            out = super().forward(x)
+        return self.ctx.tag(out, layout)
+
+
+class GroupedLayerNorm(_GroupedLayer):
+    """``M`` LayerNorm layers over the last (feature) axis of features."""
+
+    def __init__(self, ctx: LayoutContext, layer: nn.LayerNorm) -> None:
+        super().__init__(ctx)
         if len(layer.normalized_shape) != 1:
             raise GroupingError("LayerNorm over more than the feature axis cannot be grouped")
-        self.n_members = n_members
+        m = ctx.n_members
         self.normalized_shape = tuple(layer.normalized_shape)
         self.eps = layer.eps
         width = self.normalized_shape[0]
         affine = layer.weight is not None
-        self.weight = nn.Parameter(torch.empty(n_members, width)) if affine else None
+        self.weight = nn.Parameter(torch.empty(m, width)) if affine else None
         has_bias = getattr(layer, "bias", None) is not None
-        self.bias = nn.Parameter(torch.empty(n_members, width)) if has_bias else None
+        self.bias = nn.Parameter(torch.empty(m, width)) if has_bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        channel_grouped = x.dim() == 2
-        h = _to_member_first(x, self.n_members)
+        layout = resolve_layout(x, self.ctx, _BOTH)
+        h = _to_member_first(x, self.n_members, layout)
         h = F.layer_norm(h, self.normalized_shape, eps=self.eps)
         if self.weight is not None:
             h = h * self.weight.unsqueeze(1)
         if self.bias is not None:
             h = h + self.bias.unsqueeze(1)
-        if channel_grouped:
-            return h.transpose(0, 1).reshape(x.shape)
-        return h
+        if layout is Layout.CHANNELS:
+            h = h.transpose(0, 1).reshape(x.shape)
+        return self.ctx.tag(h, layout)
 
 
-class GroupedFlatten(nn.Module):
+class GroupedFlatten(_GroupedLayer):
     """``nn.Flatten()`` of each member: channel-grouped maps become member-first features."""
 
-    def __init__(self, n_members: int) -> None:
-        super().__init__()
-        self.n_members = n_members
-
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() <= 3:
-            return x
-        return x.reshape(x.shape[0], self.n_members, -1).transpose(0, 1)
+        layout = resolve_layout(x, self.ctx, _BOTH)
+        if layout is Layout.MEMBER_FIRST or x.dim() == 2:
+            return self.ctx.tag(x, layout)
+        out = x.reshape(x.shape[0], self.n_members, -1).transpose(0, 1)
+        return self.ctx.tag(out, Layout.MEMBER_FIRST)
 
 
-class GroupedSoftmax(nn.Module):
+class GroupedSoftmax(_GroupedLayer):
     """Softmax or log-softmax over each member's class (channel) axis."""
 
-    def __init__(self, n_members: int, log: bool) -> None:
-        super().__init__()
-        self.n_members = n_members
+    def __init__(self, ctx: LayoutContext, log: bool) -> None:
+        super().__init__(ctx)
         self.log = log
 
     def forward(self, x: Tensor) -> Tensor:
+        layout = resolve_layout(x, self.ctx, _BOTH)
         fn = torch.log_softmax if self.log else torch.softmax
-        if x.dim() == 3:
-            return fn(x, dim=-1)
+        if layout is Layout.MEMBER_FIRST:
+            return self.ctx.tag(fn(x, dim=-1), layout)
         shape = x.shape
         per_member = x.reshape(shape[0], self.n_members, shape[1] // self.n_members, *shape[2:])
-        return fn(per_member, dim=2).reshape(shape)
+        return self.ctx.tag(fn(per_member, dim=2).reshape(shape), layout)
 
 
-class GroupedDropout(nn.Module):
+class GroupedDropout(_GroupedLayer):
     """Dropout with each member's masks drawn from the member's own generator.
 
     Without generators (see :meth:`GroupedNetwork.set_generators`) the masks come
     from torch's global generator, as with ``nn.Dropout``.
     """
 
-    def __init__(self, n_members: int, p: float, channelwise: bool) -> None:
-        super().__init__()
-        self.n_members = n_members
+    def __init__(self, ctx: LayoutContext, p: float, channelwise: bool) -> None:
+        super().__init__(ctx)
         self.p = float(p)
         self.channelwise = channelwise
         self.generators: Sequence[torch.Generator] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        layout = resolve_layout(x, self.ctx, _BOTH if not self.channelwise else _CHANNELS)
         if not self.training or self.p == 0.0:
-            return x
+            return self.ctx.tag(x, layout)
         if self.p == 1.0:
-            return x * 0.0
+            return self.ctx.tag(x * 0.0, layout)
         m = self.n_members
         keep = 1.0 - self.p
         gens = self.generators if self.generators is not None else [None] * m
-        if x.dim() == 3:  # member-first (M, B, F)
+        if layout is Layout.MEMBER_FIRST:  # (M, B, F)
             mask = torch.empty_like(x)
             parts = [mask[k] for k in range(m)]
         else:
@@ -247,86 +303,171 @@ class GroupedDropout(nn.Module):
                 # in memory order, and a channels-last part would get another mask.
                 own = torch.empty(part.shape, device=part.device, dtype=part.dtype)
                 part.copy_(own.bernoulli_(keep, generator=g))
-        return x * mask.div_(keep)
+        return self.ctx.tag(x * mask.div_(keep), layout)
 
     def extra_repr(self) -> str:
         return f"n_members={self.n_members}, p={self.p}, channelwise={self.channelwise}"
 
 
-def _group_leaf(layer: nn.Module, m: int) -> nn.Module:
-    """The grouped counterpart of one layer of a member (uninitialised weights)."""
-    if isinstance(layer, nn.Conv2d) and type(layer) is nn.Conv2d:
-        return nn.Conv2d(
-            m * layer.in_channels,
-            m * layer.out_channels,
-            layer.kernel_size,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            groups=m * layer.groups,
-            bias=layer.bias is not None,
-            padding_mode=layer.padding_mode,
-        )
-    if type(layer) is nn.Linear:
-        return GroupedLinear(m, layer.in_features, layer.out_features, layer.bias is not None)
-    if type(layer) in (nn.BatchNorm1d, nn.BatchNorm2d):
-        return GroupedBatchNorm(
-            m,
-            m * layer.num_features,
-            eps=layer.eps,
-            momentum=layer.momentum,
-            affine=layer.affine,
-            track_running_stats=layer.track_running_stats,
-        )
-    if type(layer) is nn.GroupNorm:
-        return nn.GroupNorm(
-            m * layer.num_groups, m * layer.num_channels, eps=layer.eps, affine=layer.affine
-        )
-    if type(layer) is nn.LayerNorm:
-        return GroupedLayerNorm(m, layer)
-    if type(layer) in (nn.Dropout, nn.Dropout2d):
-        return GroupedDropout(m, layer.p, channelwise=type(layer) is nn.Dropout2d)
-    if type(layer) is nn.Flatten:
-        if layer.start_dim != 1 or layer.end_dim != -1:
-            raise GroupingError("only nn.Flatten(start_dim=1, end_dim=-1) can be grouped")
-        return GroupedFlatten(m)
-    if type(layer) in (nn.Softmax, nn.LogSoftmax):
-        if layer.dim not in (1, -1):
-            raise GroupingError(f"{type(layer).__name__}(dim={layer.dim}) cannot be grouped")
-        return GroupedSoftmax(m, log=type(layer) is nn.LogSoftmax)
-    if isinstance(layer, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) and layer.return_indices:
-        raise GroupingError(f"{type(layer).__name__} with return_indices cannot be grouped")
-    if type(layer) in _PASS_THROUGH:
-        return copy.deepcopy(layer)
-    if type(layer) is nn.PReLU:
-        raise GroupingError("nn.PReLU shares its slope across channels and cannot be grouped")
-    own = list(layer.named_parameters(recurse=False)) + list(layer.named_buffers(recurse=False))
-    if own:
-        raise GroupingError(
-            f"{type(layer).__name__} holds its own parameters or buffers "
-            f"({', '.join(name for name, _ in own)}) and is not a layer that can be grouped"
-        )
-    # A parameter-free layer of unknown type is kept as it is: the numerical check
-    # decides whether it respects the member layout.
-    return copy.deepcopy(layer)
+# ----------------------------------------------------------------- the layer registry
+Converter = Callable[[nn.Module, LayoutContext], nn.Module]
 
 
-def _convert(module: nn.Module, m: int) -> nn.Module:
-    children = list(module.named_children())
-    if not children or type(module) in _PASS_THROUGH:
-        return _group_leaf(module, m)
-    known_leaf = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
-                  nn.LayerNorm, nn.Dropout, nn.Dropout2d, nn.Flatten)
-    if isinstance(module, known_leaf):
-        return _group_leaf(module, m)
-    own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+@dataclass(frozen=True)
+class LayerRule:
+    """How one layer type becomes its grouped counterpart.
+
+    Attributes
+    ----------
+    convert : callable
+        ``convert(layer, ctx) -> module``: the grouped layer for ``ctx.n_members``
+        members (weights uninitialised: they are copied from the members), or raises
+        :class:`GroupingError` for a configuration that cannot be grouped.
+    accepts : tuple of Layout
+        The input layouts the grouped layer handles.
+    """
+
+    convert: Converter
+    accepts: tuple[Layout, ...]
+
+
+GROUPED_LAYERS: dict[type[nn.Module], LayerRule] = {}
+
+
+def register_grouped_layer(layer_type: type[nn.Module], convert: Converter,
+                           accepts: tuple[Layout, ...]) -> None:
+    """Teach the grouped form a layer type (exact type; subclasses need their own entry).
+
+    A grouped layer is accepted only after the numerical checks of
+    :func:`check_grouped`, so a wrong conversion is refused, never used.
+
+    Parameters
+    ----------
+    layer_type : type
+        The member's layer class.
+    convert : callable
+        ``convert(layer, ctx) -> module``, see :class:`LayerRule`.
+    accepts : tuple of Layout
+        The input layouts the grouped layer handles.
+    """
+    GROUPED_LAYERS[layer_type] = LayerRule(convert, tuple(accepts))
+
+
+def _pass_through(accepts: tuple[Layout, ...]) -> Converter:
+    def convert(layer: nn.Module, ctx: LayoutContext) -> nn.Module:
+        if getattr(layer, "return_indices", False):
+            raise GroupingError(f"{type(layer).__name__} with return_indices cannot be grouped")
+        return PassThrough(copy.deepcopy(layer), ctx, accepts)
+
+    return convert
+
+
+class _ChannelsConv:
+    """Convolution over channel-grouped maps, ``groups`` times ``M``."""
+
+    ctx: LayoutContext
+
+    def forward(self, x: Tensor) -> Tensor:
+        resolve_layout(x, self.ctx, _CHANNELS)
+        return self.ctx.tag(super().forward(x), Layout.CHANNELS)  # type: ignore[misc]
+
+
+class GroupedConv1d(_ChannelsConv, nn.Conv1d):
+    """``M`` ``Conv1d`` layers as one convolution with ``groups=M * groups``."""
+
+
+class GroupedConv2d(_ChannelsConv, nn.Conv2d):
+    """``M`` ``Conv2d`` layers as one convolution with ``groups=M * groups``."""
+
+
+def _grouped_conv(layer: nn.Module, ctx: LayoutContext) -> nn.Module:
+    m = ctx.n_members
+    assert isinstance(layer, (nn.Conv1d, nn.Conv2d))
+    cls = GroupedConv1d if isinstance(layer, nn.Conv1d) else GroupedConv2d
+    conv = cls(
+        m * layer.in_channels, m * layer.out_channels, layer.kernel_size,
+        stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+        groups=m * layer.groups, bias=layer.bias is not None, padding_mode=layer.padding_mode,
+    )
+    conv.ctx = ctx
+    return conv
+
+
+def _grouped_batchnorm(layer: nn.Module, ctx: LayoutContext) -> nn.Module:
+    assert isinstance(layer, nn.modules.batchnorm._BatchNorm)
+    return GroupedBatchNorm(ctx, ctx.n_members * layer.num_features, eps=layer.eps,
+                            momentum=layer.momentum, affine=layer.affine,
+                            track_running_stats=layer.track_running_stats)
+
+
+def _grouped_flatten(layer: nn.Module, ctx: LayoutContext) -> nn.Module:
+    assert isinstance(layer, nn.Flatten)
+    if layer.start_dim != 1 or layer.end_dim != -1:
+        raise GroupingError("only nn.Flatten(start_dim=1, end_dim=-1) can be grouped")
+    return GroupedFlatten(ctx)
+
+
+def _grouped_softmax(layer: nn.Module, ctx: LayoutContext) -> nn.Module:
+    assert isinstance(layer, (nn.Softmax, nn.LogSoftmax))
+    if layer.dim not in (1, -1):
+        raise GroupingError(f"{type(layer).__name__}(dim={layer.dim}) cannot be grouped")
+    return GroupedSoftmax(ctx, log=type(layer) is nn.LogSoftmax)
+
+
+def _refuse(why: str) -> Converter:
+    def convert(layer: nn.Module, ctx: LayoutContext) -> nn.Module:
+        raise GroupingError(why)
+
+    return convert
+
+
+for _type in _ELEMENTWISE:
+    register_grouped_layer(_type, _pass_through(_BOTH), _BOTH)
+for _type in _PER_CHANNEL:
+    register_grouped_layer(_type, _pass_through(_CHANNELS), _CHANNELS)
+register_grouped_layer(nn.Conv1d, _grouped_conv, _CHANNELS)
+register_grouped_layer(nn.Conv2d, _grouped_conv, _CHANNELS)
+register_grouped_layer(
+    nn.Linear,
+    lambda layer, ctx: GroupedLinear(ctx, layer.in_features, layer.out_features,
+                                     layer.bias is not None),
+    _BOTH,
+)
+register_grouped_layer(nn.BatchNorm1d, _grouped_batchnorm, _BOTH)
+register_grouped_layer(nn.BatchNorm2d, _grouped_batchnorm, _CHANNELS)
+register_grouped_layer(nn.GroupNorm, lambda layer, ctx: GroupedGroupNorm(ctx, layer), _BOTH)
+register_grouped_layer(nn.LayerNorm, lambda layer, ctx: GroupedLayerNorm(ctx, layer), _BOTH)
+register_grouped_layer(nn.Dropout, lambda layer, ctx: GroupedDropout(ctx, layer.p, False),
+                       _BOTH)
+register_grouped_layer(nn.Dropout2d, lambda layer, ctx: GroupedDropout(ctx, layer.p, True),
+                       _CHANNELS)
+register_grouped_layer(nn.Flatten, _grouped_flatten, _BOTH)
+register_grouped_layer(nn.Softmax, _grouped_softmax, _BOTH)
+register_grouped_layer(nn.LogSoftmax, _grouped_softmax, _BOTH)
+register_grouped_layer(
+    nn.PReLU, _refuse("nn.PReLU shares its slope across channels and cannot be grouped"), ()
+)
+
+
+def _own_state(module: nn.Module) -> list[str]:
+    return [name for name, _ in (*module.named_parameters(recurse=False),
+                                 *module.named_buffers(recurse=False))]
+
+
+def _convert(module: nn.Module, ctx: LayoutContext) -> nn.Module:
+    rule = GROUPED_LAYERS.get(type(module))
+    if rule is not None:
+        return rule.convert(module, ctx)
+    own = _own_state(module)
     if own:
         raise GroupingError(
             f"{type(module).__name__} holds its own parameters or buffers "
-            f"({', '.join(name for name, _ in own)}), which cannot be grouped"
+            f"({', '.join(own)}) and is not a layer that can be grouped"
         )
-    for name, child in children:
-        setattr(module, name, _convert(child, m))
+    # A module of unknown type without parameters of its own is kept, its children
+    # converted: the numerical checks decide whether its forward respects the layouts.
+    for name, child in module.named_children():
+        setattr(module, name, _convert(child, ctx))
     return module
 
 
@@ -370,11 +511,13 @@ class GroupedNetwork(nn.Module):
     share because they take the same number of steps.
     """
 
-    def __init__(self, body: nn.Module, n_members: int, channels_last: bool = False) -> None:
+    def __init__(self, body: nn.Module, n_members: int, channels_last: bool = False,
+                 ctx: LayoutContext | None = None) -> None:
         super().__init__()
         self.body = body
         self.n_members = int(n_members)
         self.channels_last = bool(channels_last)
+        self.ctx = ctx if ctx is not None else LayoutContext(n_members)
 
     def set_generators(self, generators: Sequence[torch.Generator] | None) -> None:
         """Draw member ``m``'s dropout masks from ``generators[m]`` (``None``: global RNG)."""
@@ -406,29 +549,37 @@ class GroupedNetwork(nn.Module):
         return list(self.body.named_parameters())
 
     def group_input(self, x: Tensor) -> Tensor:
-        """Lay member batches ``(M, B, *sample)`` out as the network's input."""
+        """Lay member batches ``(M, B, *sample)`` out as the network's input.
+
+        Feature vectors stay member-first ``(M, B, F)``; sequences ``(C, L)`` and
+        images ``(C, H, W)`` become channel-grouped ``(B, M*C, ...)``.
+        """
         if x.shape[0] != self.n_members:
             raise ValueError(f"expected {self.n_members} member batches, got {x.shape[0]}")
         if x.dim() == 3:
-            return x
-        if x.dim() == 5:
+            return self.ctx.tag(x, Layout.MEMBER_FIRST)
+        if x.dim() == 5 and self.channels_last:
             m, b, c, height, width = x.shape
-            if self.channels_last:
-                # One copy straight into channels-last order (B, H, W, M*C).
-                h = x.permute(1, 3, 4, 0, 2).reshape(b, height, width, m * c)
-                return h.permute(0, 3, 1, 2)
-            return x.transpose(0, 1).reshape(b, m * c, height, width)
+            # One copy straight into channels-last order (B, H, W, M*C).
+            h = x.permute(1, 3, 4, 0, 2).reshape(b, height, width, m * c)
+            return self.ctx.tag(h.permute(0, 3, 1, 2), Layout.CHANNELS)
+        if x.dim() in (4, 5):
+            m, b, c = x.shape[:3]
+            return self.ctx.tag(x.transpose(0, 1).reshape(b, m * c, *x.shape[3:]),
+                                Layout.CHANNELS)
         raise GroupingError(
             f"samples of shape {tuple(x.shape[2:])} cannot be grouped: only feature vectors "
-            "(F,) and images (C, H, W) can"
+            "(F,), sequences (C, L) and images (C, H, W) can"
         )
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[1]
-        out = self.body(self.group_input(x))
-        if out.dim() == 3 and out.shape[0] == self.n_members and out.shape[1] == b:
+        with self.ctx.forward(b):
+            out = self.body(self.group_input(x))
+            layout = resolve_layout(out, self.ctx)
+        if layout is Layout.MEMBER_FIRST:
             return out
-        if out.dim() == 2 and out.shape[0] == b:
+        if out.dim() == 2:
             return out.view(b, self.n_members, -1).transpose(0, 1)
         raise GroupingError(f"unexpected grouped output of shape {tuple(out.shape)}")
 
@@ -466,7 +617,7 @@ class GroupedNetwork(nn.Module):
 
 
 def group_modules(
-    modules: Sequence[nn.Module], *, channels_last: bool = False
+    modules: Sequence[nn.Module], *, channels_last: bool = False, sequence_maps: bool = False
 ) -> GroupedNetwork:
     """Stack member networks into one :class:`GroupedNetwork`.
 
@@ -476,6 +627,10 @@ def group_modules(
         The members: identical architectures, any weights. They are not modified.
     channels_last : bool, default=False
         Lay 4-D activations and convolution weights out channels-last.
+    sequence_maps : bool, default=False
+        Whether the inputs are sequences ``(C, L)``, whose channel-grouped maps
+        ``(B, M*C, L)`` have the rank of member-first features (see
+        :mod:`~ensemblekit.engine._layout`).
 
     Returns
     -------
@@ -504,9 +659,11 @@ def group_modules(
     if not modules:
         raise ValueError("need at least one member")
     _check_same_structure(modules)
-    body = _convert(copy.deepcopy(modules[0]), len(modules))
+    ctx = LayoutContext(len(modules), sequence_maps=sequence_maps)
+    body = _convert(copy.deepcopy(modules[0]), ctx)
     device = next(iter(modules[0].state_dict().values()), torch.empty(0)).device
-    grouped = GroupedNetwork(body, len(modules), channels_last=channels_last).to(device)
+    grouped = GroupedNetwork(body, len(modules), channels_last=channels_last,
+                             ctx=ctx).to(device)
     grouped.load_members(modules)
     if channels_last:
         grouped = grouped.to(memory_format=torch.channels_last)

@@ -93,7 +93,7 @@ class MemberPredictor:
 
         self._parts = []
         devices = {module_device(mod) for mod in modules}
-        groupable = len(modules) >= 2 and len(devices) == 1 and len(sample_shape) in (1, 3)
+        groupable = len(modules) >= 2 and len(devices) == 1 and len(sample_shape) in (1, 2, 3)
         size = len(modules) if self.max_members_per_pass is None else self.max_members_per_pass
         for first in range(0, len(modules), max(1, size)):
             index = list(range(first, min(first + size, len(modules))))

@@ -234,12 +234,13 @@ def stack_members(
     'grouped'
     """
     modules = list(modules)
-    if len(tuple(sample_shape)) not in (1, 3):
-        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors nor "
-               "(C, H, W) images")
+    if len(tuple(sample_shape)) not in (1, 2, 3):
+        why = (f"samples of shape {tuple(sample_shape)} are neither feature vectors, "
+               "(C, L) sequences nor (C, H, W) images")
     else:
         try:
-            grouped = group_modules(modules, channels_last=channels_last)
+            grouped = group_modules(modules, channels_last=channels_last,
+                                    sequence_maps=len(tuple(sample_shape)) == 2)
             check_grouped(grouped, modules, sample_shape, training=training)
             return grouped, "grouped"
         except GroupingError as exc:
