@@ -127,24 +127,6 @@ class SWAGClassifier(BaseNeuralClassifier):
         ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
         strings too) to weights, missing classes weighing 1; computed by
         :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
-    early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the training rows for each
-        member and stop the member when its validation accuracy has not improved by
-        at least ``tol`` for more than ``n_iter_no_change`` epochs in a row (the rule
-        of :class:`sklearn.neural_network.MLPClassifier`); the member then gets back
-        the weights of its best epoch. Each member stops on its own; in the
-        vectorised engine a stopped member's state is frozen at its stopping epoch
-        while the others go on.
-    validation_fraction : float, default=0.1
-        Fraction of the training rows held out when ``early_stopping=True``.
-    n_iter_no_change : int, default=10
-        Epochs without an improvement of at least ``tol`` tolerated before stopping.
-    tol : float, default=1e-4
-        Minimum improvement of the validation accuracy.
-    validation_split : {"per_member", "shared"}, default="per_member"
-        ``"per_member"``: each member draws its own validation rows from its seed;
-        ``"shared"``: every member holds out the same rows (drawn from the first
-        member's seed), the protocol of a single held-out set.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -156,12 +138,6 @@ class SWAGClassifier(BaseNeuralClassifier):
         epoch, one list per member (``estimators_[i]``).
     n_iter_ : ndarray of shape (n_members,)
         Epochs each member trained.
-    validation_scores_ : list of list of float or None
-        With ``early_stopping=True``: validation accuracy after each epoch, one list
-        per member; ``None`` otherwise.
-    best_epoch_ : ndarray of shape (n_members,) or None
-        With ``early_stopping=True``: zero-based epoch whose weights each member
-        holds (its best validation accuracy); ``None`` otherwise.
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs, holding the final SGD iterate.
     moments_ : list of SWAGMoments
@@ -249,11 +225,6 @@ class SWAGClassifier(BaseNeuralClassifier):
         verbose: int = 0,
         callbacks: list[Any] | None = None,
         class_weight: Any = None,
-        early_stopping: bool = False,
-        validation_fraction: float = 0.1,
-        n_iter_no_change: int = 10,
-        tol: float = 1e-4,
-        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -279,11 +250,6 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.verbose = verbose
         self.callbacks = callbacks
         self.class_weight = class_weight
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.validation_split = validation_split
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
