@@ -51,7 +51,7 @@ class MemberMonitor:
     Examples
     --------
     >>> X = np.eye(2, dtype=np.float32)
-    >>> mon = MemberMonitor(X, np.array([0, 1]), None, n_iter_no_change=0, tol=0.0,
+    >>> mon = MemberMonitor(X, np.array([0, 1]), None, n_iter_no_change=0, tol=0.01,
     ...                     batch_size=8)
     >>> net = nn.Linear(2, 2)
     >>> with torch.no_grad():

@@ -33,6 +33,7 @@ from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler, derive_seed, seeded_torch
 from ._schedule import LRScheduleCallback, Schedule, scheduled_lr
 from ._sequential import (
+    continued_train_seed,
     fit_sequential,
     initialize_member,
     module_device,
@@ -318,6 +319,47 @@ def _write_optimizer_state(
             net.optimizer_.state[target] = member_state
 
 
+@torch.no_grad()
+def _read_optimizer_state(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    nets: Sequence[NeuralNet],
+) -> None:
+    """Stack the member optimizers' states into the stacked optimizer (continued training).
+
+    The inverse of :func:`_write_optimizer_state`. Scalar entries (Adam's step count)
+    must agree across members.
+    """
+    owns = [dict(net.module_.named_parameters()) for net in nets]
+    for name, sp in stacked.named_member_parameters():
+        states = [net.optimizer_.state.get(own[name]) for net, own in zip(nets, owns)]
+        if not any(states):
+            continue
+        if not all(states):
+            raise GroupingError(f"only some members have optimizer state for {name}")
+        stacked_state: dict[str, Any] = {}
+        for key, first in states[0].items():
+            values = [state[key] for state in states]
+            shape = owns[0][name].shape
+            if isinstance(first, Tensor) and first.dim() > 0 and first.numel() == shape.numel():
+                buf = torch.zeros(sp.shape, dtype=first.dtype, device=sp.device)
+                parts = buf.view(len(nets), *shape)
+                for m, value in enumerate(values):
+                    parts[m].copy_(value.reshape(shape))
+                stacked_state[key] = buf.reshape(sp.shape)
+            else:
+                if any(not _same_value(first, value) for value in values[1:]):
+                    raise GroupingError(f"the members' optimizer states differ in {key!r}")
+                stacked_state[key] = first.clone() if isinstance(first, Tensor) else first
+        optimizer.state[sp] = stacked_state
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and bool(torch.equal(a.cpu(), b.cpu()))
+    return a == b
+
+
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
     """A function of (outputs (M, B, C), targets (M, B)) returning each member's loss."""
     crit = nets[0].criterion_
@@ -432,12 +474,19 @@ def _train_stacked(
     sample_shape = tuple(X.shape[1:])
     stacked.train()
     optimizer = _build_optimizer(stacked, nets[0])
+    # Continued training starts from the members' epochs and optimizer state.
+    firsts = [len(net.history) for net in nets]
+    if any(firsts):
+        if len(set(firsts)) > 1:
+            raise GroupingError("the members have trained different numbers of epochs")
+        _read_optimizer_state(stacked, optimizer, nets)
+    first = firsts[0]
     losses_of = _member_losses(nets)
     device = cfg.device
     gen_device = device if device.type == "cuda" else torch.device("cpu")
     # Every training-time draw of member m comes from its own stream, seeded as the
     # sequential engine seeds torch's global generator for it.
-    stacked.set_training_seeds([train_seed(int(s)) for s in seeds])
+    stacked.set_training_seeds([continued_train_seed(int(s), first) for s in seeds])
     aug_gens = [torch.Generator(device=gen_device).manual_seed(augment_seed(s)) for s in seeds]
     # Each member's sampler says which rows it draws in each epoch (its own order,
     # bootstrap resample and training rows), exactly as in the sequential engine.
@@ -466,8 +515,9 @@ def _train_stacked(
             start_time = time.perf_counter()
             if cfg.lr_schedule is not None:
                 for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
-            order = torch.stack([sampler.indices(epoch) for sampler in samplers]).to(device)
+                    group["lr"] = scheduled_lr(base, cfg.lr_schedule, first + epoch)
+            order = torch.stack([sampler.indices(first + epoch)
+                                 for sampler in samplers]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
             for start in range(0, stop, cfg.batch_size):
@@ -618,6 +668,7 @@ def fit_vectorized(
     lr_schedule: Schedule | None = None,
     initialize: bool = True,
     sample_weight: np.ndarray | None = None,
+    epochs: int | None = None,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -658,6 +709,10 @@ def fit_vectorized(
         did so with :func:`initialize_member`.
     sample_weight : ndarray of shape (n_samples,), optional
         Per-row loss weights, as in :func:`fit_sequential`.
+    epochs : int, optional
+        Epochs to run (default: the nets' ``max_epochs``). Members that have trained
+        already (a non-empty history) continue: their data order and random draws go
+        on from their epoch count, their optimizer state is carried over.
 
     Returns
     -------
@@ -674,7 +729,7 @@ def fit_vectorized(
     if channels_last is None:
         channels_last = X.ndim == 4
     cfg = _Config(
-        max_epochs=int(nets[0].max_epochs),
+        max_epochs=int(nets[0].max_epochs if epochs is None else epochs),
         batch_size=batch_size,
         drop_last=drop_last,
         bootstrap=bootstrap,
@@ -726,6 +781,8 @@ def train_members(
     precision: str = "fp32",
     lr_schedule: Schedule | None = None,
     sample_weight: np.ndarray | None = None,
+    initialize: bool = True,
+    epochs: int | None = None,
 ) -> EngineChoice:
     """Train member nets with the requested engine, falling back where needed.
 
@@ -744,6 +801,10 @@ def train_members(
         ``sample_weight`` also apply to the sequential engine (through
         :class:`AugmentCallback` and :class:`LRScheduleCallback`), ``precision``
         does not.
+    initialize : bool, default=True
+        ``False`` continues training fitted members (see :func:`fit_vectorized`).
+    epochs : int, optional
+        Epochs to run (default: the nets' ``max_epochs``).
 
     Returns
     -------
@@ -757,7 +818,8 @@ def train_members(
         blocker = next((b for b in map(vectorization_blocker, nets) if b), None)
         if blocker is None and nets:
             for net, seed in zip(nets, seeds):
-                initialize_member(net, int(seed))
+                if initialize:
+                    initialize_member(net, int(seed))
             probe = [net.module_ for net in nets[: max_members_per_pass or len(nets)]]
             try:
                 stack_members(probe, X.shape[1:], training=True)
@@ -769,7 +831,7 @@ def train_members(
                     nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
                     augment=augment, precision=precision, lr_schedule=lr_schedule,
                     initialize=False,  # the members were built from their seeds for the probe
-                    sample_weight=sample_weight,
+                    sample_weight=sample_weight, epochs=epochs,
                 )
             except GroupingError as exc:
                 # fit_sequential builds every member again from its seed.
@@ -793,5 +855,6 @@ def train_members(
         for net in nets:
             net.callbacks = [*(net.callbacks or []),
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
-    fit_sequential(nets, X, y, seeds, progress, sample_weight)
+    fit_sequential(nets, X, y, seeds, progress, sample_weight, initialize=initialize,
+                   epochs=epochs)
     return EngineChoice("sequential", reason)

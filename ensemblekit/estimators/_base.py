@@ -218,7 +218,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         _EarlyStopping.validate(self)
 
     # ----------------------------------------------------------- data
-    def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _validate_training_data(
+        self, X: Any, y: Any, reset: bool, subset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(
             self,
             X,
@@ -235,6 +237,21 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         else:
             self._check_input_shape(X)
         encoder = LabelEncoder().fit(y)
+        declared = getattr(self, "_partial_classes", None)
+        if declared is not None or (subset and not reset):
+            known = declared if reset else self.classes_
+            unseen = np.setdiff1d(encoder.classes_, known)
+            if len(unseen):
+                raise ValueError(
+                    f"y holds labels {unseen.tolist()} that are not among the classes "
+                    f"{np.asarray(known).tolist()} declared on the first partial_fit call."
+                )
+            if reset:
+                if len(declared) < 2:
+                    raise ValueError(f"{type(self).__name__} needs at least 2 classes, got "
+                                     f"classes={declared.tolist()}.")
+                self.classes_ = declared
+            return X, np.searchsorted(self.classes_, y).astype(np.int64)
         if len(encoder.classes_) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes, but y contains "
@@ -479,7 +496,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 f"warm_start=True needs the module outputs of the first fit "
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
-        splits = _validation_splits(self, y, seeds, len(existing))
+        first_partial = getattr(self, "_partial_classes", None) is not None
+        splits = None if first_partial else _validation_splits(self, y, seeds, len(existing))
         progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
         self._checkpoint_store = _checkpoint_store(self, n_members, len(existing))
         try:
@@ -489,6 +507,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                                   None if splits is None else splits[i], y)
                 for i, s in enumerate(new_seeds)
             ]
+            if first_partial:
+                for net in nets:
+                    net.set_params(max_epochs=1)
             self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
                               sample_weight=None if self._bootstrap() else sample_weight)
         finally:
@@ -498,9 +519,72 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         self.estimators_ = existing + nets
         self.seeds_ = seeds
         _set_learning_curves(self, splits is not None)
+        for net in nets:
+            # Validation rows belong to this fit; continued training has none.
+            net.callbacks_ = [(name, cb) for name, cb in net.callbacks_
+                              if not isinstance(cb, (MonitorCallback, StopCallback))]
         self.device_ = device
         self.output_kind_ = output_kind
         # Built on the first prediction, reused until the members change; never pickled.
+        self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
+        return self
+
+    # ----------------------------------------------------------- partial fit
+    def _continue_members(
+        self,
+        nets: Sequence[NeuralNetClassifier],
+        X: np.ndarray,
+        y: np.ndarray,
+        seeds: Sequence[int],
+        sample_weight: np.ndarray | None,
+    ) -> None:
+        """Train fitted members for one more epoch (estimators with ``partial_fit``)."""
+        raise NotImplementedError
+
+    def _partial_fit(self, X: Any, y: Any, classes: Any, sample_weight: Any) -> Any:
+        if getattr(self, "checkpoint_epochs", None) is not None:
+            raise ValueError("partial_fit does not record checkpoints: set "
+                             "checkpoint_epochs=None.")
+        if not hasattr(self, "estimators_"):
+            if classes is None:
+                raise ValueError(
+                    f"classes must be given on the first call to {type(self).__name__}"
+                    ".partial_fit: the labels of every class, as a batch may lack some."
+                )
+            self._partial_classes = np.unique(np.asarray(classes))
+            try:
+                return self.fit(X, y, sample_weight=sample_weight)
+            finally:
+                del self._partial_classes
+        self._validate_params()
+        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
+                                                      self.classes_):
+            raise ValueError(
+                f"classes={np.unique(np.asarray(classes)).tolist()} differs from the classes "
+                f"of the first call, {self.classes_.tolist()}."
+            )
+        X, y = self._validate_training_data(X, y, reset=False, subset=True)
+        weights = training_weights(sample_weight, getattr(self, "class_weight", None), y,
+                                   self.classes_)
+        if weights is not None:
+            keep = weights > 0
+            X, y, weights = X[keep], y[keep], weights[keep]
+        bootstrap = self._bootstrap()
+        for net, seed in zip(self.estimators_, self.seeds_):
+            # An attribute, as skorch stores routed parameters (its set_params would
+            # re-initialise parts of a fitted net).
+            net.iterator_train__sampler = MemberSampler(
+                len(X), int(seed), bootstrap, weights if bootstrap else None)
+        loss_weights = None if bootstrap else weights
+        if loss_weights is not None or any(isinstance(net.criterion_, SampleWeightedLoss)
+                                           for net in self.estimators_):
+            for net in self.estimators_:
+                net.criterion_ = _weighted_criterion(net.criterion_, self._output_kind())
+            if loss_weights is None:
+                loss_weights = np.ones(len(X))
+        self._continue_members(self.estimators_, X, y, [int(s) for s in self.seeds_],
+                               loss_weights)
+        _set_learning_curves(self, getattr(self, "validation_scores_", None) is not None)
         self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
         return self
 
@@ -696,6 +780,16 @@ def _validation_splits(
             ) from exc
         splits.append((np.sort(train), np.sort(valid)))
     return splits
+
+
+def _weighted_criterion(criterion: nn.Module, output_kind: str) -> SampleWeightedLoss:
+    """A fitted member's criterion taking ``[label, weight]`` targets."""
+    if isinstance(criterion, SampleWeightedLoss):
+        return criterion
+    if isinstance(criterion, LogProbaCriterion):
+        return SampleWeightedLoss(criterion.loss)
+    nll = isinstance(criterion, nn.NLLLoss)
+    return SampleWeightedLoss(criterion, log_input=output_kind == "proba" and nll)
 
 
 def _set_learning_curves(estimator: Any, validated: bool) -> None:

@@ -275,6 +275,58 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
                 f"got {self.lr_schedule!r}."
             )
 
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> DeepEnsembleClassifier:
+        """Train every member for one more epoch on ``(X, y)``.
+
+        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
+        call builds the members from their seeds (``classes`` is then required) and
+        trains them one epoch; each later call continues every member (weights,
+        optimizer state, data order and random draws go on from its epoch count) for
+        one epoch on the new rows, in the engine ``fit`` would use. Early stopping
+        does not apply; ``loss_curve_`` and ``n_iter_`` grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,)
+            Labels, all among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label; required on the first call, optional later (it must
+            then equal ``classes_``).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : estimator
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``classes`` is missing on the first call, ``y`` holds a label not
+            in ``classes``, or ``checkpoint_epochs`` is set.
+        """
+        return self._partial_fit(X, y, classes, sample_weight)
+
+    def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
+                          sample_weight: np.ndarray | None) -> None:
+        choice = train_members(
+            nets, X, y, seeds, None,
+            engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass,
+            augment=self.augment,
+            lr_schedule=self.lr_schedule,
+            precision=self.precision,
+            sample_weight=sample_weight,
+            initialize=False,
+            epochs=1,
+        )
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason
+
     def _n_members(self) -> int:
         return int(self.n_estimators)
 

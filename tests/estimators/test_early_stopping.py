@@ -169,3 +169,73 @@ def test_invalid_early_stopping_parameters(params, match):
                                  **{"early_stopping": True, **params})
     with pytest.raises(ValueError, match=match):
         clf.fit(X, y)
+
+
+# ----------------------------------------------------------------- partial_fit
+def _iris_std():
+    X, y = load_iris(return_X_y=True)
+    return ((X - X.mean(0)) / X.std(0)).astype(np.float32), y
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_partial_fit_epochs_continue_a_fit(engine):
+    # k calls on the same rows run the k epochs of fit(max_epochs=k): the data order,
+    # optimizer state and learning curve carry on.
+    X, y = _iris_std()
+    params = dict(n_estimators=2, random_state=0, device="cpu", engine=engine,
+                  module__hidden_layer_sizes=(8,), batch_size=32)
+    full = DeepEnsembleClassifier(max_epochs=3, **params).fit(X, y)
+    inc = DeepEnsembleClassifier(max_epochs=50, **params)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.array([0, 1, 2]))
+    assert inc.engine_ == engine
+    np.testing.assert_array_equal(inc.n_iter_, [3, 3])
+    np.testing.assert_allclose(inc.loss_curve_, full.loss_curve_, rtol=1e-6)
+    np.testing.assert_allclose(inc.predict_member_proba(X), full.predict_member_proba(X),
+                               atol=1e-6)
+
+
+def test_partial_fit_engines_agree_on_pieces_with_weights():
+    X, y = _iris_std()
+    order = np.random.default_rng(0).permutation(len(y))
+    w = np.random.default_rng(1).uniform(0.2, 2.0, len(y))
+    clfs = {}
+    for engine in ("sequential", "vectorized"):
+        clf = DeepEnsembleClassifier(n_estimators=2, random_state=0, device="cpu",
+                                     engine=engine, module__hidden_layer_sizes=(8,),
+                                     batch_size=16)
+        for piece in np.array_split(order, 3):
+            # Pieces lack classes: labels are declared once, on the first call.
+            piece = piece[y[piece] != piece[0] % 3] if piece[0] % 2 else piece
+            clf.partial_fit(X[piece], y[piece], classes=[0, 1, 2], sample_weight=w[piece])
+        clfs[engine] = clf
+    np.testing.assert_array_equal(clfs["vectorized"].n_iter_, [3, 3])
+    np.testing.assert_allclose(clfs["sequential"].predict_member_proba(X),
+                               clfs["vectorized"].predict_member_proba(X), atol=2e-5)
+
+
+def test_partial_fit_errors_and_dropout():
+    X, y = _iris_std()
+    clf = DropoutClassifier(n_estimators=2, n_samples=2, random_state=0, device="cpu",
+                            module__hidden_layer_sizes=(8,))
+    with pytest.raises(ValueError, match="classes must be given"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+    assert clf.classes_.tolist() == [0, 1, 2]
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.n_iter_, [2, 2])
+    assert clf.predict_proba(X).shape == (150, 3)
+    with pytest.raises(ValueError, match="not among the classes"):
+        clf.partial_fit(X, np.where(y == 2, 7, y))
+
+
+def test_partial_fit_after_members_stopped_apart_falls_back(fitted):
+    X, y, clfs = fitted
+    import copy
+
+    clf = copy.deepcopy(clfs["vectorized"])
+    clf.set_params(engine="auto")
+    before = clf.n_iter_.copy()
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.n_iter_, before + 1)
+    assert clf.engine_ == "sequential" and "different numbers of epochs" in clf.engine_reason_
