@@ -1,9 +1,9 @@
 """Quick start: one network against a deep ensemble on scikit-learn's digits.
 
 Trains a single network and a 5-member deep ensemble with the same recipe, then
-prints accuracy, negative log-likelihood, Brier score and how often the members
-disagree on held-out data. Runs in well under a minute on a laptop CPU, with no
-download.
+prints accuracy, negative log-likelihood, Brier score, how often the members
+disagree on held-out data, and the fit time of each (after a warm-up fit). Runs in
+well under a minute on a laptop CPU, with no download.
 
 Run with ``python examples/quickstart.py``.
 """
@@ -43,6 +43,12 @@ def main() -> None:
 
     recipe = dict(max_epochs=args.epochs, lr=1e-3, batch_size=64, random_state=args.seed,
                   module__hidden_layer_sizes=(64,), module__dropout=0.1)
+    # The first fit in a process pays one-off costs (torch's kernels and thread pools,
+    # skorch's set-up: about a second). A throw-away fit first keeps them out of the
+    # timings below, so the single network and the ensemble are timed alike.
+    DeepEnsembleClassifier(n_estimators=2, **{**recipe, "max_epochs": 1}).fit(
+        X_train[:64], y_train[:64]
+    )
     rows = []
     for name, size in (("single network", 1), (f"{args.members}-member ensemble", args.members)):
         start = time.perf_counter()
@@ -61,8 +67,15 @@ def main() -> None:
     print(f"{header[0]:<20}" + "".join(f"{h:>13}" for h in header[1:]))
     for name, *values in rows:
         print(f"{name:<20}" + "".join(f"{v:>13.4f}" for v in values))
-    print("NLL is a mean over test rows; Brier sums over classes (range 0-2);")
+    print("accuracy: fraction of test rows whose most probable class is right.")
+    print("NLL: negative log-likelihood of the true class in nats, a mean over test rows.")
+    print("Brier: squared error of the probabilities against the one-hot label, summed over")
+    print("  classes (range 0-2) and averaged over test rows.")
     print("disagreement: mean fraction of test rows where two members' top-1 labels differ.")
+    print("JS: Jensen-Shannon diversity of the members in nats (entropy of the mean")
+    print("  prediction minus the mean entropy of the members).")
+    print("fit s: wall-clock seconds of fit, after a warm-up fit; the vectorised engine")
+    print("  trains all members in one batched pass, so 5 members cost far less than 5x.")
 
 
 if __name__ == "__main__":

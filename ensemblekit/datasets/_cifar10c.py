@@ -78,6 +78,7 @@ def load_cifar10c(
     images : ndarray of uint8, shape (N, 3, 32, 32)
         Channels first, as :func:`load_cifar10` returns images.
     labels : ndarray of int64, shape (N,)
+        The class of each image.
 
     Raises
     ------

@@ -15,86 +15,49 @@ reproduced their outputs and gradients; one that fails in training falls back
 (grouped, then ``vmap``, then sequential).
 """
 
-from ._checkpoints import CheckpointCallback, CheckpointStore, resolve_checkpoint_epochs
+# Names imported "as" themselves are the engine's interface to the rest of the
+# package (estimators, posteriors, landscape): importable here, not public API.
+from ._checkpoints import CheckpointCallback as CheckpointCallback
+from ._checkpoints import CheckpointStore as CheckpointStore
+from ._checkpoints import resolve_checkpoint_epochs as resolve_checkpoint_epochs
+from ._dispatch import ENGINES, PRECISIONS, EngineChoice, train_members
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
-from ._monitor import MemberMonitor, MonitorCallback, StopCallback
-from ._predict import MemberPredictor
-from ._progress import Progress, ProgressCallback
-from ._randomness import (
-    MemberSampler,
-    derive_seed,
-    draw_member_seeds,
-    epoch_indices,
-    seeded_torch,
-)
-from ._schedule import LRScheduleCallback, StepSchedule
-from ._sequential import (
-    ModuleCopy,
-    fit_sequential,
-    init_seed,
-    initialize_member,
-    module_device,
-    predict_logits_sequential,
-    reset_module_parameters,
-    train_seed,
-)
-from ._vectorized import (
-    ELEMENTWISE_OPTIMIZERS,
-    ENGINES,
-    PRECISIONS,
-    AugmentCallback,
-    EngineChoice,
-    augment_seed,
-    fit_vectorized,
-    predict_member_logits,
-    stack_members,
-    train_members,
-    vectorization_blocker,
-)
+from ._monitor import MemberMonitor as MemberMonitor
+from ._monitor import MonitorCallback as MonitorCallback
+from ._monitor import StopCallback as StopCallback
+from ._predict import MemberPredictor, predict_member_logits
+from ._progress import Progress as Progress
+from ._progress import ProgressCallback as ProgressCallback
+from ._randomness import MemberSampler as MemberSampler
+from ._randomness import derive_seed as derive_seed
+from ._randomness import draw_member_seeds as draw_member_seeds
+from ._randomness import epoch_indices as epoch_indices
+from ._randomness import seeded_torch as seeded_torch
+from ._schedule import StepSchedule
+from ._sequential import ModuleCopy as ModuleCopy
+from ._sequential import fit_sequential as fit_sequential
+from ._sequential import initialize_member as initialize_member
+from ._sequential import module_device as module_device
+from ._sequential import predict_logits_sequential
+from ._stacking import stack_members
 from ._vmap import VmapNetwork
-from ._weights import SampleWeightedLoss, weighted_targets
+from ._weights import SampleWeightedLoss as SampleWeightedLoss
+from ._weights import weighted_targets as weighted_targets
 
+# The public API.
 __all__ = [
-    "ELEMENTWISE_OPTIMIZERS",
     "ENGINES",
     "PRECISIONS",
-    "AugmentCallback",
-    "CheckpointCallback",
-    "CheckpointStore",
     "EngineChoice",
     "GroupedNetwork",
     "GroupingError",
-    "LRScheduleCallback",
-    "MemberMonitor",
     "MemberPredictor",
-    "MemberSampler",
-    "ModuleCopy",
-    "MonitorCallback",
-    "Progress",
-    "ProgressCallback",
-    "SampleWeightedLoss",
     "StepSchedule",
-    "StopCallback",
     "VmapNetwork",
-    "augment_seed",
     "check_grouped",
-    "derive_seed",
-    "draw_member_seeds",
-    "epoch_indices",
-    "fit_sequential",
-    "fit_vectorized",
     "group_modules",
-    "init_seed",
-    "initialize_member",
-    "module_device",
     "predict_logits_sequential",
     "predict_member_logits",
-    "reset_module_parameters",
-    "resolve_checkpoint_epochs",
-    "seeded_torch",
     "stack_members",
     "train_members",
-    "train_seed",
-    "vectorization_blocker",
-    "weighted_targets",
 ]

@@ -46,6 +46,7 @@ def resolve_checkpoint_epochs(value: Any, max_epochs: int) -> np.ndarray | None:
     Returns
     -------
     epochs : ndarray of int64, sorted, or None
+        The zero-based epochs to record; None when nothing is recorded.
 
     Raises
     ------
@@ -149,21 +150,55 @@ class CheckpointStore:
         self.filled = np.zeros((self.n_members, len(self.epochs)), dtype=bool)
 
     def _allocate(self, shape: tuple[int, ...], name: str) -> np.ndarray:
+        # NaN marks checkpoints never recorded (training stopped early).
         if self.directory is None:
-            return np.zeros(shape, dtype=np.float32)
+            return np.full(shape, np.nan, dtype=np.float32)
         os.makedirs(self.directory, exist_ok=True)
         handle, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".npy", dir=self.directory)
         os.close(handle)
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        array[:] = np.nan
+        return array
 
     def allocate(self, n_params: int, n_buffers: int) -> None:
-        """Create the arrays (done by the first :meth:`record`)."""
+        """Create the arrays (done by the first :meth:`record`).
+
+        Parameters
+        ----------
+        n_params : int
+            Length of one flat parameter vector.
+        n_buffers : int
+            Length of one flat vector of BatchNorm statistics.
+        """
         k = len(self.epochs)
         self.params = self._allocate((self.n_members, k, n_params), "checkpoints")
         self.buffers = self._allocate((self.n_members, k, n_buffers), "checkpoint-buffers")
 
+    def allocate_like(self, module: nn.Module) -> None:
+        """Create the arrays for ``module``'s sizes if no record has done so.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            A network of the recorded architecture.
+        """
+        if self.params is None:
+            n_params = sum(p.numel() for p in module.parameters())
+            self.allocate(n_params, sum(b.numel() for b in batchnorm_buffers(module)))
+
     def position(self, epoch: int) -> int | None:
-        """Column of ``epoch`` in the arrays, or None when it is not recorded."""
+        """Column of ``epoch`` in the arrays, or None when it is not recorded.
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch.
+
+        Returns
+        -------
+        int or None
+            The column index.
+        """
         pos = int(np.searchsorted(self.epochs, epoch))
         if pos < len(self.epochs) and self.epochs[pos] == epoch:
             return pos
@@ -171,7 +206,17 @@ class CheckpointStore:
 
     @torch.no_grad()
     def record(self, member: int, epoch: int, module: nn.Module) -> None:
-        """Store ``module``'s parameters as member ``member``'s checkpoint of ``epoch``."""
+        """Store ``module``'s parameters as member ``member``'s checkpoint of ``epoch``.
+
+        Parameters
+        ----------
+        member : int
+            Member index.
+        epoch : int
+            Zero-based epoch; epochs that are not recorded are ignored.
+        module : torch.nn.Module
+            The member's network.
+        """
         pos = self.position(epoch)
         if pos is None:
             return
@@ -215,11 +260,30 @@ class CheckpointCallback(Callback):
         self.member = member
 
     def wants(self, epoch: int) -> bool:
-        """Whether ``epoch`` (zero-based) is recorded."""
+        """Whether ``epoch`` (zero-based) is recorded.
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch.
+
+        Returns
+        -------
+        bool
+            True when the epoch's checkpoint is kept.
+        """
         return self.store is not None and self.store.position(epoch) is not None
 
     def record(self, epoch: int, module: nn.Module) -> None:
-        """Store ``module``'s parameters as the checkpoint of ``epoch``."""
+        """Store ``module``'s parameters as the checkpoint of ``epoch``.
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch; epochs that are not recorded are ignored.
+        module : torch.nn.Module
+            This member's network.
+        """
         if self.store is not None:
             self.store.record(self.member, epoch, module)
 

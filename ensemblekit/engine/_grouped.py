@@ -502,6 +502,8 @@ class GroupedNetwork(nn.Module):
         Number of members ``M``.
     channels_last : bool, default=False
         Lay 4-D inputs out channels-last (faster convolutions on recent GPUs).
+    ctx : LayoutContext or None, default=None
+        The conversion's layout context; ``None`` starts a fresh one for ``M`` members.
 
     Notes
     -----
@@ -520,7 +522,13 @@ class GroupedNetwork(nn.Module):
         self.ctx = ctx if ctx is not None else LayoutContext(n_members)
 
     def set_generators(self, generators: Sequence[torch.Generator] | None) -> None:
-        """Draw member ``m``'s dropout masks from ``generators[m]`` (``None``: global RNG)."""
+        """Draw member ``m``'s dropout masks from ``generators[m]``.
+
+        Parameters
+        ----------
+        generators : sequence of torch.Generator or None
+            One generator per member; ``None`` uses torch's global generator.
+        """
         if generators is not None and len(generators) != self.n_members:
             raise ValueError(f"need {self.n_members} generators, got {len(generators)}")
         for layer in self.body.modules():
@@ -534,6 +542,11 @@ class GroupedNetwork(nn.Module):
         generator seeded the same way (the sequential engine's stream); CUDA's fused
         dropout kernel draws differently, so there the masks depend on the member's
         seed alone but are not the sequential engine's.
+
+        Parameters
+        ----------
+        seeds : sequence of int or None
+            One training seed per member; ``None`` returns to torch's global generator.
         """
         if seeds is None:
             self.set_generators(None)
@@ -545,14 +558,30 @@ class GroupedNetwork(nn.Module):
                              for s in seeds])
 
     def named_member_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """``(member parameter name, grouped parameter)`` pairs."""
+        """Pair each member parameter name with the grouped parameter holding it.
+
+        Returns
+        -------
+        list of (str, torch.nn.Parameter)
+            ``(member parameter name, grouped parameter)`` pairs.
+        """
         return list(self.body.named_parameters())
 
     def group_input(self, x: Tensor) -> Tensor:
-        """Lay member batches ``(M, B, *sample)`` out as the network's input.
+        """Lay member batches ``(M, B, ...)`` out as the network's input.
 
         Feature vectors stay member-first ``(M, B, F)``; sequences ``(C, L)`` and
         images ``(C, H, W)`` become channel-grouped ``(B, M*C, ...)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (M, B, ...)
+            Member ``m``'s batch in ``x[m]``.
+
+        Returns
+        -------
+        torch.Tensor
+            The grouped input.
         """
         if x.shape[0] != self.n_members:
             raise ValueError(f"expected {self.n_members} member batches, got {x.shape[0]}")
@@ -585,7 +614,13 @@ class GroupedNetwork(nn.Module):
 
     @torch.no_grad()
     def load_members(self, modules: Sequence[nn.Module]) -> None:
-        """Copy the members' parameters and buffers into the grouped network."""
+        """Copy the members' parameters and buffers into the grouped network.
+
+        Parameters
+        ----------
+        modules : sequence of torch.nn.Module
+            The members, in member order.
+        """
         member_states = [mod.state_dict() for mod in modules]
         for key, grouped in self.body.state_dict().items():
             tensors = [state[key] for state in member_states]
@@ -599,7 +634,13 @@ class GroupedNetwork(nn.Module):
 
     @torch.no_grad()
     def write_members(self, modules: Sequence[nn.Module]) -> None:
-        """Copy the grouped parameters and buffers back into each member, in place."""
+        """Copy the grouped parameters and buffers back into each member, in place.
+
+        Parameters
+        ----------
+        modules : sequence of torch.nn.Module
+            The members, in member order.
+        """
         grouped_state = self.body.state_dict()
         for m, module in enumerate(modules):
             for key, target in module.state_dict().items():
@@ -610,7 +651,22 @@ class GroupedNetwork(nn.Module):
                     target.copy_(source.reshape(target.shape))
 
     def member_slice(self, tensor: Tensor, m: int, member_shape: torch.Size) -> Tensor:
-        """Member ``m``'s part of a grouped tensor (or the shared tensor itself)."""
+        """Member ``m``'s part of a grouped tensor (or the shared tensor itself).
+
+        Parameters
+        ----------
+        tensor : torch.Tensor
+            A grouped parameter, buffer or optimizer state.
+        m : int
+            Member index.
+        member_shape : torch.Size
+            Shape of the tensor in one member.
+
+        Returns
+        -------
+        torch.Tensor
+            A view of shape ``member_shape``.
+        """
         if tensor.numel() == self.n_members * member_shape.numel():
             return tensor.reshape(self.n_members, *member_shape)[m]
         return tensor.reshape(member_shape)
@@ -718,6 +774,21 @@ def check_grouped(
       switched off for the comparison (their grouped masks come from the members'
       generators by construction); any other draw is compared with the member's
       forward pass under the same seed.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The stacked network (:class:`GroupedNetwork` or :class:`VmapNetwork`).
+    modules : sequence of torch.nn.Module
+        The members it was built from.
+    sample_shape : sequence of int
+        Shape of one input row, without the batch axis.
+    n_samples : int, default=3
+        Rows per member batch.
+    rtol, atol : float, default=1e-4, 1e-5
+        Tolerances of the comparison, as in :func:`torch.allclose`.
+    training : bool, default=False
+        Also compare one training step (outputs and parameter gradients), see above.
 
     Raises
     ------

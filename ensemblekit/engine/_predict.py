@@ -12,6 +12,7 @@ from torch import nn
 
 from ._grouped import GroupedNetwork, GroupingError
 from ._sequential import module_device, predict_logits_sequential
+from ._stacking import stack_members
 
 __all__ = ["MemberPredictor", "predict_member_logits"]
 
@@ -89,8 +90,6 @@ class MemberPredictor:
         )
 
     def _build(self, modules: list[nn.Module], sample_shape: tuple[int, ...]) -> None:
-        from ._vectorized import stack_members
-
         self._parts = []
         devices = {module_device(mod) for mod in modules}
         groupable = len(modules) >= 2 and len(devices) == 1 and len(sample_shape) in (1, 2, 3)
@@ -130,6 +129,7 @@ class MemberPredictor:
         Returns
         -------
         logits : ndarray of shape (n_members, n_samples, n_classes), float32
+            Member ``m``'s logits in row ``m``.
         """
         modules = list(modules)
         if len(X) == 0 or len(modules) < 2:
@@ -198,7 +198,7 @@ def predict_member_logits(
     *,
     max_members_per_pass: int | None = None,
 ) -> np.ndarray:
-    """Logits of every member, all members in one grouped pass per chunk of rows.
+    """Compute the logits of every member, all members in one grouped pass per chunk.
 
     Falls back to :func:`predict_logits_sequential` when the members cannot be
     grouped (or there is a single member). Builds the grouped network for this call
@@ -218,6 +218,7 @@ def predict_member_logits(
     Returns
     -------
     logits : ndarray of shape (n_members, n_samples, n_classes), float32
+        Member ``m``'s logits in row ``m``.
 
     Examples
     --------

@@ -28,7 +28,15 @@ class Progress:
             self._bar = tqdm(total=total, desc=desc, unit="ep", leave=True)
 
     def advance(self, n: int = 1, **postfix: Any) -> None:
-        """Count ``n`` finished member-epochs and show ``postfix`` values."""
+        """Count ``n`` finished member-epochs and show ``postfix`` values.
+
+        Parameters
+        ----------
+        n : int, default=1
+            Member-epochs finished.
+        **postfix : dict
+            Values shown after the bar (for instance the latest training loss).
+        """
         if self._bar is not None:
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)
@@ -42,7 +50,15 @@ class Progress:
 
 
 class ProgressCallback(Callback):
-    """skorch callback that advances a :class:`Progress` at the end of each epoch."""
+    """Advance a :class:`Progress` at the end of each epoch (a skorch callback).
+
+    Parameters
+    ----------
+    progress : Progress
+        The progress bar shared by all members.
+    member : int
+        Index of the member this callback's net trains.
+    """
 
     def __init__(self, progress: Progress, member: int) -> None:
         self.progress = progress

@@ -19,6 +19,18 @@ def draw_member_seeds(random_state: int | np.random.RandomState | None, n: int) 
     The first ``k`` seeds do not depend on ``n``, so growing an ensemble with
     ``warm_start`` gives the members a full fit would have given.
 
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState or None
+        Source of the seeds, as scikit-learn's ``check_random_state`` accepts it.
+    n : int
+        Number of seeds.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Integer seeds, one per member.
+
     Examples
     --------
     >>> draw_member_seeds(0, 3).tolist() == draw_member_seeds(0, 5)[:3].tolist()
@@ -31,7 +43,20 @@ def draw_member_seeds(random_state: int | np.random.RandomState | None, n: int) 
 
 
 def derive_seed(seed: int, *keys: int) -> int:
-    """Derive an independent 63-bit seed from ``seed`` and integer ``keys``."""
+    """Derive an independent 63-bit seed from ``seed`` and integer ``keys``.
+
+    Parameters
+    ----------
+    seed : int
+        The parent seed.
+    *keys : int
+        Integers naming the stream (for instance a member or an epoch index).
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**63)``; different keys give independent streams.
+    """
     state = np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
@@ -63,11 +88,16 @@ def epoch_indices(
     n_samples: int,
     bootstrap: bool = False,
     weights: torch.Tensor | None = None,
+    replacement: bool = False,
 ) -> torch.Tensor:
     """Training order of one member in one epoch.
 
     Each member shuffles its data with its own generator, derived from its seed and
     the epoch number, so every engine reproduces the same order without sharing state.
+    With ``replacement``, each of the ``n_samples`` positions is instead drawn uniformly
+    with replacement, so consecutive batches are independent draws, as in the code
+    released with Fort, Hu & Lakshminarayanan (2019), which draws every batch with
+    ``np.random.choice(N, batch_size)``.
 
     Parameters
     ----------
@@ -82,6 +112,8 @@ def epoch_indices(
     weights : torch.Tensor of shape (n_samples,), optional
         Bootstrap only: draw the resample with probabilities proportional to these
         row weights (see :func:`bootstrap_indices`).
+    replacement : bool, default=False
+        Draw the epoch's rows with replacement instead of permuting them.
 
     Returns
     -------
@@ -95,9 +127,14 @@ def epoch_indices(
     [0, 1, 2, 3, 4]
     >>> bool((a == epoch_indices(7, 0, 5)).all())
     True
+    >>> len(epoch_indices(7, 0, 1000, replacement=True).unique()) < 1000
+    True
     """
     gen = torch.Generator().manual_seed(derive_seed(seed, _ORDER_STREAM, epoch))
-    order = torch.randperm(n_samples, generator=gen)
+    if replacement:
+        order = torch.randint(n_samples, (n_samples,), generator=gen)
+    else:
+        order = torch.randperm(n_samples, generator=gen)
     if bootstrap:
         return bootstrap_indices(seed, n_samples, weights)[order]
     return order
@@ -119,10 +156,12 @@ class MemberSampler(Sampler[int]):
     rows : array-like of shape (n_samples,), optional
         The member's training rows (the others are held out, e.g. for validation):
         the sampler yields ``rows[i]`` for each drawn position ``i``.
+    replacement : bool, default=False
+        Whether each epoch's rows are drawn with replacement (see :func:`epoch_indices`).
     """
 
     def __init__(self, n_samples: int, seed: int, bootstrap: bool = False,
-                 weights: Any = None, rows: Any = None) -> None:
+                 weights: Any = None, rows: Any = None, replacement: bool = False) -> None:
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.bootstrap = bool(bootstrap)
@@ -131,6 +170,7 @@ class MemberSampler(Sampler[int]):
         self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
         if self.rows is not None and len(self.rows) != self.n_samples:
             raise ValueError(f"rows holds {len(self.rows)} indices, expected {n_samples}")
+        self.replacement = bool(replacement)
         self.epoch = 0
 
     def reset(self) -> None:
@@ -140,7 +180,8 @@ class MemberSampler(Sampler[int]):
     def indices(self, epoch: int) -> torch.Tensor:
         """Rows drawn in ``epoch`` (zero-based), in order: what every engine trains on."""
         indices = epoch_indices(self.seed, epoch, self.n_samples, self.bootstrap,
-                                getattr(self, "weights", None))
+                                getattr(self, "weights", None),
+                                replacement=getattr(self, "replacement", False))
         rows = getattr(self, "rows", None)
         return indices if rows is None else rows[indices]
 
@@ -160,6 +201,16 @@ def seeded_torch(seed: int) -> Iterator[None]:
     PyTorch layers draw their initial weights and dropout masks from the global
     generator; forking it confines the seed to the block, so the caller's random
     stream is left exactly as it was.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of torch's global generator inside the block.
+
+    Yields
+    ------
+    None
+        Control to the block.
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):

@@ -54,7 +54,7 @@ def scheduled_lr(base_lr: float, schedule: Schedule, epoch: int) -> float:
 
 
 class LRScheduleCallback(Callback):
-    """skorch callback setting every parameter group's learning rate per epoch.
+    """Set every parameter group's learning rate per epoch (a skorch callback).
 
     Gives the sequential engine the ``lr_schedule`` of the vectorised engine: the
     learning rate of epoch ``e`` is the group's initial learning rate times

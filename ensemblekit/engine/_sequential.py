@@ -20,12 +20,34 @@ _TRAIN_STREAM = 12
 
 
 def init_seed(seed: int) -> int:
-    """Seed of a member's initial weights."""
+    """Seed of a member's initial weights.
+
+    Parameters
+    ----------
+    seed : int
+        The member's seed.
+
+    Returns
+    -------
+    int
+        The seed torch's generator gets while the member's weights are drawn.
+    """
     return derive_seed(seed, _INIT_STREAM)
 
 
 def train_seed(seed: int) -> int:
-    """Seed of a member's training-time draws (dropout masks)."""
+    """Seed of a member's training-time draws (dropout masks).
+
+    Parameters
+    ----------
+    seed : int
+        The member's seed.
+
+    Returns
+    -------
+    int
+        The seed torch's generator gets while the member trains.
+    """
     return derive_seed(seed, _TRAIN_STREAM)
 
 
@@ -44,6 +66,18 @@ def initialize_member(net: NeuralNet, seed: int) -> NeuralNet:
 
     Every engine initialises members through this function, so the same seed
     gives the same starting weights whichever engine trains them.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The member net, not yet initialised.
+    seed : int
+        The member's seed.
+
+    Returns
+    -------
+    skorch.NeuralNet
+        ``net`` itself, initialised.
     """
     with seeded_torch(init_seed(seed)):
         net.initialize()
@@ -76,6 +110,11 @@ def reset_module_parameters(module: nn.Module) -> None:
 
     The top-level ``reset_parameters`` wins when the module defines one (networks
     with a custom initialisation); otherwise each layer resets itself.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module, changed in place; draws come from torch's global generator.
     """
     top = getattr(module, "reset_parameters", None)
     if callable(top):
@@ -140,7 +179,18 @@ def fit_sequential(
 
 
 def module_device(module: nn.Module) -> torch.device:
-    """Device holding a module's first parameter (CPU for parameter-free modules)."""
+    """Device holding a module's first parameter (CPU for parameter-free modules).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any module.
+
+    Returns
+    -------
+    torch.device
+        The device of its first parameter.
+    """
     for tensor in module.parameters():
         return tensor.device
     return torch.device("cpu")
@@ -149,11 +199,21 @@ def module_device(module: nn.Module) -> torch.device:
 def predict_logits_sequential(
     modules: Sequence[nn.Module], X: np.ndarray, batch_size: int
 ) -> np.ndarray:
-    """Logits of every member, in chunks of ``batch_size`` rows.
+    """Compute the logits of every member, one member at a time, in chunks of rows.
+
+    Parameters
+    ----------
+    modules : sequence of torch.nn.Module
+        The members; evaluated in eval mode on their own device.
+    X : ndarray of shape (n_samples, ...)
+        Inputs, float32.
+    batch_size : int
+        Rows per chunk.
 
     Returns
     -------
     logits : ndarray of shape (n_members, n_samples, n_classes), float32
+        Member ``m``'s logits in row ``m``.
     """
     out: np.ndarray | None = None
     for m, module in enumerate(modules):

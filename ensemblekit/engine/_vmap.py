@@ -75,6 +75,16 @@ class VmapNetwork(nn.Module):
 
         ``None`` returns to one ``vmap(randomness="different")`` call over torch's
         global generator (draws then depend on the grouping).
+
+        Parameters
+        ----------
+        seeds : sequence of int or None
+            One training seed per member, or ``None``.
+
+        Raises
+        ------
+        ValueError
+            If the number of seeds is not the number of members.
         """
         if seeds is None:
             self._streams = None
@@ -85,7 +95,13 @@ class VmapNetwork(nn.Module):
         self._streams = [MemberStream(int(s), device) for s in seeds]
 
     def named_member_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """``(member parameter name, stacked parameter)`` pairs."""
+        """Pair each member parameter name with the stacked parameter holding it.
+
+        Returns
+        -------
+        list of (str, torch.nn.Parameter)
+            ``(member parameter name, stacked parameter)`` pairs.
+        """
         return list(zip(self.names, self.stacked))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -115,14 +131,35 @@ class VmapNetwork(nn.Module):
 
     @torch.no_grad()
     def write_members(self, modules: Sequence[nn.Module]) -> None:
-        """Copy the stacked parameters back into each member, in place."""
+        """Copy the stacked parameters back into each member, in place.
+
+        Parameters
+        ----------
+        modules : sequence of torch.nn.Module
+            The members, in member order.
+        """
         for m, module in enumerate(modules):
             own = dict(module.named_parameters())
             for name, stacked in zip(self.names, self.stacked):
                 own[name].copy_(stacked[m])
 
     def member_slice(self, tensor: Tensor, m: int, member_shape: torch.Size) -> Tensor:
-        """Member ``m``'s part of a stacked tensor (or a shared one)."""
+        """Member ``m``'s part of a stacked tensor (or a shared one).
+
+        Parameters
+        ----------
+        tensor : torch.Tensor
+            A stacked parameter, buffer or optimizer state.
+        m : int
+            Member index.
+        member_shape : torch.Size
+            Shape of the tensor in one member.
+
+        Returns
+        -------
+        torch.Tensor
+            A view of shape ``member_shape``.
+        """
         if tensor.numel() == self.n_members * member_shape.numel():
             return tensor.reshape(self.n_members, *member_shape)[m]
         return tensor.reshape(member_shape)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 
 def weighted_targets(y: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
-    """Targets carrying their weights: an array of rows ``[label, weight]``.
+    """Pack targets with their weights into an array of rows ``[label, weight]``.
 
     Parameters
     ----------

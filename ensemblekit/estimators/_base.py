@@ -367,7 +367,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         callbacks += self._member_callbacks(seed)
         store = getattr(self, "_checkpoint_store", None)
         if store is not None:
-            callbacks.append(("ensemblekit_trajectory", CheckpointCallback(store, index)))
+            # First, so that a callback ending training (early stopping) cannot skip it.
+            callbacks.insert(0, ("ensemblekit_trajectory", CheckpointCallback(store, index)))
         rows = None
         monitor = None
         if split is not None and y is not None:
@@ -377,9 +378,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                 X[valid], y[valid], None if sample_weight is None else sample_weight[valid],
                 es.n_iter_no_change, es.tol, self.predict_batch_size,
             )
-            # Before the progress bar (which shows the score) and the trajectory.
-            callbacks.insert(len(callbacks) - (store is not None),
-                             ("ensemblekit_monitor", MonitorCallback(monitor)))
+            # Before the progress bar, which shows the score.
+            callbacks.append(("ensemblekit_monitor", MonitorCallback(monitor)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
         if monitor is not None:
@@ -401,7 +401,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
-            iterator_train__sampler=MemberSampler(n_rows, seed, bootstrap, boot_weights, rows),
+            iterator_train__sampler=MemberSampler(
+                n_rows, seed, bootstrap, boot_weights, rows,
+                replacement=self._batches_with_replacement(),
+            ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
@@ -425,6 +428,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _bootstrap(self) -> bool:
+        return False
+
+    def _batches_with_replacement(self) -> bool:
         return False
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseNeuralClassifier:
@@ -515,7 +521,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         finally:
             progress.close()
             store, self._checkpoint_store = self._checkpoint_store, None
-        _set_checkpoints(self, store, len(existing))
+        _set_checkpoints(self, store, len(existing), nets)
         self.estimators_ = existing + nets
         self.seeds_ = seeds
         _set_learning_curves(self, splits is not None)
@@ -574,7 +580,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             # An attribute, as skorch stores routed parameters (its set_params would
             # re-initialise parts of a fitted net).
             net.iterator_train__sampler = MemberSampler(
-                len(X), int(seed), bootstrap, weights if bootstrap else None)
+                len(X), int(seed), bootstrap, weights if bootstrap else None,
+                replacement=self._batches_with_replacement())
         loss_weights = None if bootstrap else weights
         if loss_weights is not None or any(isinstance(net.criterion_, SampleWeightedLoss)
                                            for net in self.estimators_):
@@ -839,15 +846,25 @@ def _checkpoint_store(
     return CheckpointStore(n_members, epochs, directory)
 
 
-def _set_checkpoints(estimator: Any, store: CheckpointStore | None, n_existing: int) -> None:
+def _set_checkpoints(
+    estimator: Any, store: CheckpointStore | None, n_existing: int, nets: Sequence[Any]
+) -> None:
     """Publish the recorded trajectory as ``checkpoints_`` (and drop a stale one)."""
     if store is None:
         for name in ("checkpoints_", "checkpoint_buffers_", "checkpoint_epochs_"):
             if hasattr(estimator, name):
                 delattr(estimator, name)
         return
-    if store.params is None or not store.filled[n_existing:].all():
-        raise RuntimeError("training ended before every requested checkpoint was recorded")
+    store.allocate_like(nets[0].module_)
+    missing = ~store.filled[n_existing:]
+    if missing.any():
+        warnings.warn(
+            f"Training stopped before epochs {store.epochs[missing.any(axis=0)].tolist()} of "
+            "checkpoint_epochs for some members (a callback ended it early); those "
+            "checkpoints are NaN.",
+            UserWarning,
+            stacklevel=3,
+        )
     if n_existing:
         store.params[:n_existing] = estimator.checkpoints_[:n_existing]
         store.buffers[:n_existing] = estimator.checkpoint_buffers_[:n_existing]

@@ -14,6 +14,9 @@ from ..engine import ENGINES, PRECISIONS, Progress, train_members
 from ._base import BaseNeuralClassifier
 from ._validation import check_int, check_option
 
+#: How members draw their batches (``batches``).
+BATCHES = ("permutation", "with_replacement")
+
 
 class DeepEnsembleClassifier(BaseNeuralClassifier):
     """Deep ensemble of independently trained neural networks.
@@ -83,6 +86,13 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
     bootstrap : bool, default=False
         Train each member on its own bootstrap resample (bagging). By default every
         member sees all the data, in its own order.
+    batches : {"permutation", "with_replacement"}, default="permutation"
+        How each member's batches are drawn. ``"permutation"``: every epoch visits
+        each row once, in the member's own order. ``"with_replacement"``: every row
+        of every batch is drawn uniformly with replacement (``ceil(n / batch_size)``
+        steps per epoch), as in the code released with Fort, Hu & Lakshminarayanan
+        (2019), which draws each batch with ``np.random.choice(N, batch_size)``.
+        Both engines draw the same rows for the same seeds.
     warm_start : bool, default=False
         When refitting with a larger ``n_estimators``, keep the fitted members and
         train only the new ones; they get the seeds a full fit would give them.
@@ -100,7 +110,8 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         member, so the caller's random stream is left untouched.
     verbose : int, default=0
         ``1`` shows a progress bar over member-epochs; ``2`` also prints each
-        member's epoch table.
+        member's epoch table when the sequential engine trains (the vectorised
+        engine does not run skorch's training loop, so it has no such table).
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every member.
     class_weight : None, "balanced" or dict, default=None
@@ -170,7 +181,8 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
     checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
         Only with ``checkpoint_epochs``: flat parameters of each trained network
         (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
-        an ``np.memmap`` when ``checkpoint_dir`` is given.
+        an ``np.memmap`` when ``checkpoint_dir`` is given. Epochs that training never
+        reached (a callback stopped it early) are NaN.
     checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
         Only with ``checkpoint_epochs``: the BatchNorm running means and variances
         at the same checkpoints (no columns without BatchNorm), kept apart from the
@@ -181,6 +193,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
     See Also
     --------
     sklearn.ensemble.BaggingClassifier : Bagging of any scikit-learn estimator.
+    SWAGClassifier : Samples around one solution from the SGD iterates.
+    DropoutClassifier : Monte Carlo dropout around one solution.
+    SubspaceSamplingClassifier : Subspace samples around one solution.
 
     Examples
     --------
@@ -214,6 +229,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         lr_schedule: Any = None,
         precision: str = "fp32",
         bootstrap: bool = False,
+        batches: str = "permutation",
         warm_start: bool = False,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
@@ -243,6 +259,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         self.lr_schedule = lr_schedule
         self.precision = precision
         self.bootstrap = bootstrap
+        self.batches = batches
         self.warm_start = warm_start
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
@@ -262,6 +279,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         check_int("n_estimators", self.n_estimators)
         check_option("engine", self.engine, ENGINES)
         check_option("precision", self.precision, PRECISIONS)
+        check_option("batches", self.batches, BATCHES)
         if self.max_members_per_pass is not None:
             check_int("max_members_per_pass", self.max_members_per_pass)
         if self.augment is not None and not callable(self.augment):
@@ -332,6 +350,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
 
     def _bootstrap(self) -> bool:
         return bool(self.bootstrap)
+
+    def _batches_with_replacement(self) -> bool:
+        return self.batches == "with_replacement"
 
     def _fit_members(
         self,

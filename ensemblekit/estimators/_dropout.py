@@ -82,7 +82,8 @@ class DropoutClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data order,
         training dropout and the masks of its samples.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
     class_weight : None, "balanced" or dict, default=None
@@ -148,13 +149,20 @@ class DropoutClassifier(BaseNeuralClassifier):
     checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
         Only with ``checkpoint_epochs``: flat parameters of each trained network
         (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
-        an ``np.memmap`` when ``checkpoint_dir`` is given.
+        an ``np.memmap`` when ``checkpoint_dir`` is given. Epochs that training never
+        reached (a callback stopped it early) are NaN.
     checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
         Only with ``checkpoint_epochs``: the BatchNorm running means and variances
         at the same checkpoints (no columns without BatchNorm), kept apart from the
         parameters.
     checkpoint_epochs_ : ndarray of shape (n_checkpoints,)
         Zero-based epochs of the checkpoints.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SWAGClassifier : Gaussian fitted to the SGD iterates of one run.
+    SubspaceSamplingClassifier : Dropout, random and Gaussian subspaces of the weights.
 
     Notes
     -----

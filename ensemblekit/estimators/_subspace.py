@@ -99,9 +99,9 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ``None`` builds an :class:`~ensemblekit.models.MLP` sized from the data.
     n_estimators : int, default=1
         Number of independent runs.
-    method : {"random", "dropout", "diagonal_gaussian", "pca_gaussian", \
-"pca_random", "weight_average"}, default="diagonal_gaussian"
-        Sampler, see above.
+    method : str, default="diagonal_gaussian"
+        Sampler: ``"random"``, ``"dropout"``, ``"diagonal_gaussian"``,
+        ``"pca_gaussian"``, ``"pca_random"`` or ``"weight_average"``, see above.
     n_samples : int, default=30
         Networks drawn per run (``"weight_average"`` has one). For
         ``"pca_random"`` it is also the number of random samples the PCA is fitted to.
@@ -155,7 +155,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Source of the run seeds; a run's seed fixes its initialisation, data
         order, held-out rows and samples.
     verbose : int, default=0
-        ``1`` shows a progress bar; ``2`` also prints each run's epoch table.
+        ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
+        the sequential engine trains.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every run.
     class_weight : None, "balanced" or dict, default=None
@@ -181,10 +182,10 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         The sampled networks, run after run (``n_samples_`` per run).
     n_samples_ : int
         Networks per run: ``n_samples``, or 1 for ``"weight_average"``.
-    n_tries_ : ndarray of shape (n_estimators, n_samples_)
+    n_tries_ : ndarray of shape (n_estimators, n_samples_per_run)
         Draws each sample took (the random stage of ``"pca_random"``; 1 for the
-        methods without rejection).
-    accepted_ : ndarray of shape (n_estimators, n_samples_)
+        methods without rejection); ``n_samples_per_run`` is ``n_samples_``.
+    accepted_ : ndarray of shape (n_estimators, n_samples_per_run)
         Whether each sample passed the accuracy threshold (True for the methods
         without rejection).
     seeds_ : ndarray of shape (n_estimators,)
@@ -200,7 +201,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
         Only with ``checkpoint_epochs``: flat parameters of each trained network
         (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
-        an ``np.memmap`` when ``checkpoint_dir`` is given.
+        an ``np.memmap`` when ``checkpoint_dir`` is given. Epochs that training never
+        reached (a callback stopped it early) are NaN.
     checkpoint_buffers_ : ndarray of shape (n_runs, n_checkpoints, n_buffer_values)
         Only with ``checkpoint_epochs``: the BatchNorm running means and variances
         at the same checkpoints (no columns without BatchNorm), kept apart from the
@@ -212,6 +214,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         module's outputs on a few training rows (skorch's conventions:
         ``CrossEntropyLoss`` takes logits, ``NLLLoss`` probabilities or
         log-probabilities); predictions turn them into probabilities.
+
+    See Also
+    --------
+    DeepEnsembleClassifier : Independently trained networks, one per mode.
+    SWAGClassifier : Gaussian fitted to the SGD iterates of one run.
+    DropoutClassifier : Monte Carlo dropout.
 
     Notes
     -----

@@ -194,7 +194,7 @@ def function_space_embedding(
     n_components : int, default=2
         Output dimension.
     perplexity : float or None, default=None
-        t-SNE perplexity; ``None`` takes scikit-learn's 30, lowered to
+        The t-SNE perplexity; ``None`` takes scikit-learn's 30, lowered to
         ``(n_functions - 1) / 3`` when there are fewer than 91 functions (t-SNE needs
         it below the number of points).
     random_state : int, RandomState instance or None, default=None

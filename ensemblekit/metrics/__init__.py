@@ -1,4 +1,4 @@
-"""Metrics of ensembles: diversity, predictive quality, calibration and weight-space geometry.
+"""Metrics of ensembles: diversity, quality, calibration, OOD detection, weight-space geometry.
 
 Functions take numpy arrays (torch tensors are converted): member probabilities of shape
 ``(n_members, n_samples, n_classes)``, or class probabilities of shape ``(n_samples,
@@ -24,7 +24,15 @@ from ._diversity import (
     pairwise_disagreement,
 )
 from ._information import js_diversity, mutual_information, pairwise_kl
-from ._scorers import get_scorer, get_scorer_names
+from ._ood import (
+    expected_entropy,
+    fpr_at_95_tpr,
+    max_probability,
+    ood_aupr,
+    ood_auroc,
+    predictive_entropy,
+)
+from ._scorers import get_scorer, get_scorer_names, make_ood_scorer
 from ._weights import (
     weight_cosine_similarity,
     weight_cosine_similarity_matrix,
@@ -41,15 +49,22 @@ __all__ = [
     "ensemble_proba",
     "ensemble_size_curve",
     "expected_calibration_error",
+    "expected_entropy",
+    "fpr_at_95_tpr",
     "get_scorer",
     "get_scorer_names",
     "js_diversity",
+    "make_ood_scorer",
+    "max_probability",
     "mean_pairwise_disagreement",
     "mutual_information",
     "negative_log_likelihood",
     "normalized_disagreement",
+    "ood_aupr",
+    "ood_auroc",
     "pairwise_disagreement",
     "pairwise_kl",
+    "predictive_entropy",
     "weight_cosine_similarity",
     "weight_cosine_similarity_matrix",
     "weight_distance",

@@ -23,7 +23,7 @@ _METRICS: dict[str, Callable[..., float]] = {
 class EnsembleSizeCurve(NamedTuple):
     """Result of :func:`ensemble_size_curve`.
 
-    Attributes
+    Parameters
     ----------
     sizes : ndarray of shape (n_sizes,)
         Ensemble sizes k.
@@ -81,9 +81,10 @@ def ensemble_size_curve(
     y_true : array-like of shape (n_samples,)
         True labels: integer column indices ``0 .. n_classes - 1``, or labels listed in
         ``labels``.
-    metric : {"accuracy", "brier_score", "expected_calibration_error", \
-"negative_log_likelihood"} or callable
-        A metric of this module by name (called with ``labels=labels``), or a callable
+    metric : str or callable
+        A metric of this module by name, ``"accuracy"``, ``"brier_score"``,
+        ``"expected_calibration_error"`` or ``"negative_log_likelihood"`` (called with
+        ``labels=labels``), or a callable
         ``metric(y_true, proba) -> float`` that receives ``y_true`` exactly as given and the
         ``(n_samples, n_classes)`` ensemble probabilities.
     sizes : iterable of int, default=None

@@ -1,4 +1,11 @@
-"""Scorers ``(estimator, X, y) -> float`` built on an estimator's member probabilities."""
+"""Scorers ``(estimator, X, y) -> float`` built on an estimator's member probabilities.
+
+:func:`get_scorer` is a strict superset of :func:`sklearn.metrics.get_scorer`: every name
+scikit-learn knows returns scikit-learn's own scorer, and the ensemble-only names below return
+scorers of the member probabilities. Scikit-learn has no public way to register new names, so
+``scoring="disagreement"`` cannot work as a plain string inside scikit-learn; pass the scorer
+objects instead (alone or in a ``scoring`` dict).
+"""
 
 from __future__ import annotations
 
@@ -8,19 +15,71 @@ from typing import Any
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import get_scorer as _sklearn_get_scorer
+from sklearn.metrics import get_scorer_names as _sklearn_get_scorer_names
+from sklearn.pipeline import Pipeline
 
 from ._calibration import (
-    accuracy,
     brier_score,
     ensemble_proba,
     expected_calibration_error,
-    negative_log_likelihood,
 )
 from ._diversity import mean_pairwise_disagreement
-from ._information import js_diversity
+from ._information import js_diversity, mutual_information
+from ._ood import (
+    expected_entropy,
+    fpr_at_95_tpr,
+    max_probability,
+    ood_aupr,
+    ood_auroc,
+    predictive_entropy,
+)
 from ._validation import check_member_proba, encode_labels, to_numpy
 
 ScoreFunc = Callable[[np.ndarray, "np.ndarray | None"], float]
+
+_SUPPORTED = (
+    "an estimator with a predict_member_proba method (an ensemble), a Pipeline whose last "
+    "step is one, or a fitted search (GridSearchCV, RandomizedSearchCV, ...) whose "
+    "best_estimator_ is one"
+)
+
+
+def _member_proba_source(estimator: Any, Xs: tuple, scorer_name: str) -> tuple[Any, tuple]:
+    """Find the ensemble behind ``estimator`` and the inputs ``Xs`` as it sees them.
+
+    A Pipeline passes each input through the ``transform`` of every step but the last, as its
+    own ``predict`` does, and hands over to its last step; a fitted search hands over to its
+    ``best_estimator_``. Both nest in any order.
+    """
+    chain = []
+    current = estimator
+    while True:
+        chain.append(type(current).__name__)
+        if callable(getattr(current, "predict_member_proba", None)):
+            return current, Xs
+        if isinstance(current, Pipeline):
+            for _, step in current.steps[:-1]:
+                if step is None or isinstance(step, str):  # "passthrough"
+                    continue
+                Xs = tuple(step.transform(X) for X in Xs)
+            current = current.steps[-1][1]
+            if current is None or isinstance(current, str):
+                chain.append(repr(current))
+                break
+            continue
+        if hasattr(current, "best_estimator_"):
+            current = current.best_estimator_
+            continue
+        if hasattr(current, "cv_results_"):
+            raise TypeError(
+                f"The {scorer_name!r} scorer got a {type(current).__name__} without a "
+                "best_estimator_ (fitted with refit=False?); refit it, or score its "
+                "candidates' estimators directly."
+            )
+        break
+    got = " -> ".join(chain)
+    raise TypeError(f"The {scorer_name!r} scorer needs {_SUPPORTED}; got {got}.")
 
 
 class _MemberProbaScorer:
@@ -46,15 +105,10 @@ class _MemberProbaScorer:
         return f"get_scorer({self.name!r})"
 
     def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
-        predict = getattr(estimator, "predict_member_proba", None)
-        if not callable(predict):
-            raise TypeError(
-                f"The {self.name!r} scorer needs an estimator with a predict_member_proba "
-                f"method, got {type(estimator).__name__}."
-            )
-        owner = f"{type(estimator).__name__}.predict_member_proba(X)"
-        member_proba = check_member_proba(predict(X), name=owner)
-        classes = to_numpy(estimator.classes_)
+        ensemble, (X,) = _member_proba_source(estimator, (X,), self.name)
+        owner = f"{type(ensemble).__name__}.predict_member_proba(X)"
+        member_proba = check_member_proba(ensemble.predict_member_proba(X), name=owner)
+        classes = to_numpy(ensemble.classes_)
         if member_proba.shape[2] != classes.shape[0]:
             raise ValueError(
                 f"{owner} has {member_proba.shape[2]} columns but the estimator has "
@@ -72,15 +126,7 @@ class _MemberProbaScorer:
         return float(self.score_func(member_proba, y_index))
 
 
-def _accuracy(member_proba: np.ndarray, y: np.ndarray | None) -> float:
-    return accuracy(y, ensemble_proba(member_proba))
-
-
-def _neg_log_loss(member_proba: np.ndarray, y: np.ndarray | None) -> float:
-    return -negative_log_likelihood(y, ensemble_proba(member_proba))
-
-
-def _neg_brier_score(member_proba: np.ndarray, y: np.ndarray | None) -> float:
+def _neg_multiclass_brier_score(member_proba: np.ndarray, y: np.ndarray | None) -> float:
     return -brier_score(y, ensemble_proba(member_proba))
 
 
@@ -119,9 +165,7 @@ def _js_diversity(member_proba: np.ndarray, y: np.ndarray | None) -> float:
 _SCORERS: dict[str, _MemberProbaScorer] = {
     scorer.name: scorer
     for scorer in (
-        _MemberProbaScorer("accuracy", _accuracy, needs_y=True),
-        _MemberProbaScorer("neg_log_loss", _neg_log_loss, needs_y=True),
-        _MemberProbaScorer("neg_brier_score", _neg_brier_score, needs_y=True),
+        _MemberProbaScorer("neg_multiclass_brier_score", _neg_multiclass_brier_score, needs_y=True),
         _MemberProbaScorer(
             "neg_expected_calibration_error", _neg_expected_calibration_error, needs_y=True
         ),
@@ -132,8 +176,13 @@ _SCORERS: dict[str, _MemberProbaScorer] = {
 }
 
 
-def get_scorer_names() -> list[str]:
-    """Names of the scorers available from :func:`get_scorer`.
+def get_scorer_names(*, ensemble_only: bool = False) -> list[str]:
+    """List the names :func:`get_scorer` accepts: scikit-learn's and the ensemble-only ones.
+
+    Parameters
+    ----------
+    ensemble_only : bool, default=False
+        List only the names this library adds to :func:`sklearn.metrics.get_scorer_names`.
 
     Returns
     -------
@@ -143,22 +192,38 @@ def get_scorer_names() -> list[str]:
     Examples
     --------
     >>> from ensemblekit.metrics import get_scorer_names
-    >>> get_scorer_names()  # doctest: +NORMALIZE_WHITESPACE
-    ['accuracy', 'disagreement', 'js_diversity', 'neg_brier_score',
-     'neg_expected_calibration_error', 'neg_log_loss', 'normalized_disagreement']
+    >>> get_scorer_names(ensemble_only=True)  # doctest: +NORMALIZE_WHITESPACE
+    ['disagreement', 'js_diversity', 'neg_expected_calibration_error',
+     'neg_multiclass_brier_score', 'normalized_disagreement']
+    >>> "neg_log_loss" in get_scorer_names()
+    True
     """
-    return sorted(_SCORERS)
+    if ensemble_only:
+        return sorted(_SCORERS)
+    return sorted(set(_sklearn_get_scorer_names()) | set(_SCORERS))
 
 
-def get_scorer(name: str) -> Callable[..., float]:
-    """Scorer ``scorer(estimator, X, y) -> float`` for an ensemble, by name.
+def get_scorer(scoring: Any) -> Any:
+    """Scorer ``scorer(estimator, X, y) -> float`` by name, for ensembles and everything else.
 
-    Each scorer calls ``estimator.predict_member_proba(X)``, of shape ``(n_members,
-    n_samples, n_classes)``, and maps ``y`` to columns through ``estimator.classes_``; a label
-    of ``y`` that is not in ``classes_`` raises a ValueError. Scorers of predictions score the
-    ensemble prediction, the mean of the member probabilities. Pass them to
-    :class:`~sklearn.model_selection.GridSearchCV`, :func:`~sklearn.model_selection.cross_validate`
-    and friends, alone or in a ``scoring`` dict.
+    A strict superset of :func:`sklearn.metrics.get_scorer`: a name scikit-learn knows (e.g.
+    ``"accuracy"``, ``"neg_log_loss"``) returns scikit-learn's scorer, a callable or ``None``
+    is returned as it is, and anything else fails as in scikit-learn. The ensemble-only names
+    below (:func:`get_scorer_names` with ``ensemble_only=True``) return scorers of the member
+    probabilities. Pass them to :class:`~sklearn.model_selection.GridSearchCV`,
+    :func:`~sklearn.model_selection.cross_validate` and friends, alone or in a ``scoring``
+    dict. Scikit-learn offers no public way to register new scorer names, so
+    ``scoring="disagreement"`` as a plain string does not work there; use
+    ``scoring={"disagreement": get_scorer("disagreement")}``.
+
+    An ensemble-only scorer finds the ensemble (an estimator with ``predict_member_proba``)
+    the way scikit-learn finds a predictor: in a :class:`~sklearn.pipeline.Pipeline`, ``X``
+    goes through the ``transform`` of every step but the last and the last step is scored; in
+    a fitted search (anything with a ``best_estimator_``) the ``best_estimator_`` is scored;
+    both nest. It then calls ``predict_member_proba(X)``, of shape ``(n_members, n_samples,
+    n_classes)``, and maps ``y`` to columns through the ensemble's ``classes_``; a label of
+    ``y`` that is not in ``classes_`` raises a ValueError. Scores of predictions score the
+    ensemble prediction, the mean of the member probabilities.
 
     Scikit-learn *maximises* every score. Losses are therefore negated, with the ``neg_``
     prefix of scikit-learn. Diversity scores are returned as they are, since more diversity
@@ -166,11 +231,9 @@ def get_scorer(name: str) -> Callable[..., float]:
     which is rarely what you want, so use them for reporting next to a loss.
 
     ======================================  ====================================================
-    name                                    value
+    ensemble-only name                      value
     ======================================  ====================================================
-    ``"accuracy"``                          :func:`accuracy` of the ensemble prediction
-    ``"neg_log_loss"``                      minus :func:`negative_log_likelihood` (mean, nats)
-    ``"neg_brier_score"``                   minus :func:`brier_score` (multi-class sum, in
+    ``"neg_multiclass_brier_score"``        minus :func:`brier_score` (multi-class sum, in
                                             [0, 2]; twice scikit-learn's binary Brier score)
     ``"neg_expected_calibration_error"``    minus :func:`expected_calibration_error` (15
                                             equal-width bins)
@@ -189,24 +252,31 @@ def get_scorer(name: str) -> Callable[..., float]:
 
     Parameters
     ----------
-    name : str
-        One of :func:`get_scorer_names`.
+    scoring : str, callable or None
+        One of :func:`get_scorer_names`, a scorer (returned as it is), or ``None``.
 
     Returns
     -------
-    callable
-        The scorer.
+    callable or None
+        The scorer; a new copy for a scikit-learn name, as scikit-learn returns.
 
     Raises
     ------
     ValueError
-        If ``name`` is not a known scorer; the message lists the valid names.
+        If ``scoring`` is a string that neither scikit-learn nor this library knows; the
+        message lists the ensemble-only names. Other invalid types raise scikit-learn's
+        ``InvalidParameterError`` (a ValueError).
+    TypeError
+        When an ensemble-only scorer is called on an estimator that is not an ensemble, a
+        Pipeline ending in one or a fitted search whose ``best_estimator_`` is one.
 
     Examples
     --------
     >>> from ensemblekit.metrics import get_scorer
     >>> get_scorer("js_diversity")
     get_scorer('js_diversity')
+    >>> get_scorer("neg_log_loss")
+    make_scorer(log_loss, greater_is_better=False, response_method='predict_proba')
 
     In a search, next to scikit-learn's own scorer names (training is skipped here):
 
@@ -215,13 +285,115 @@ def get_scorer(name: str) -> Callable[..., float]:
     >>> search = GridSearchCV(
     ...     DeepEnsembleClassifier(max_epochs=20),
     ...     {"n_estimators": [1, 2, 4]},
-    ...     scoring={"nll": get_scorer("neg_log_loss"),
-    ...              "disagreement": get_scorer("disagreement")},
+    ...     scoring={"nll": "neg_log_loss", "disagreement": get_scorer("disagreement")},
     ...     refit="nll",
     ... )
     >>> search.fit(X, y)  # doctest: +SKIP
     >>> search.cv_results_["mean_test_disagreement"]  # doctest: +SKIP
     """
-    if not isinstance(name, str) or name not in _SCORERS:
-        raise ValueError(f"Unknown scorer {name!r}; valid names are {get_scorer_names()}.")
-    return _SCORERS[name]
+    if isinstance(scoring, str):
+        if scoring in _SCORERS:
+            return _SCORERS[scoring]
+        if scoring not in _sklearn_get_scorer_names():
+            raise ValueError(
+                f"{scoring!r} is not a valid scoring value. Use "
+                "ensemblekit.metrics.get_scorer_names() to get valid options; the names "
+                f"added to scikit-learn's are {get_scorer_names(ensemble_only=True)}."
+            )
+    return _sklearn_get_scorer(scoring)
+
+
+def _neg_fpr_at_95_tpr(scores_in: Any, scores_out: Any, *, higher_is_ood: bool) -> float:
+    return -fpr_at_95_tpr(scores_in, scores_out, higher_is_ood=higher_is_ood)
+
+
+# name -> (per-example score of member probabilities, whether higher means more likely OOD)
+_OOD_SCORES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]] = {
+    "mutual_information": (mutual_information, True),
+    "predictive_entropy": (predictive_entropy, True),
+    "expected_entropy": (expected_entropy, True),
+    "max_probability": (max_probability, False),
+}
+_OOD_METRICS: dict[str, Callable[..., float]] = {
+    "auroc": ood_auroc,
+    "aupr": ood_aupr,
+    "neg_fpr_at_95_tpr": _neg_fpr_at_95_tpr,
+}
+
+
+class _OODScorer:
+    """Score how well an uncertainty score separates ``X`` from a fixed OOD set."""
+
+    def __init__(self, X_ood: Any, score: str, metric: str) -> None:
+        self.X_ood = X_ood
+        self.score = score
+        self.metric = metric
+
+    def __repr__(self) -> str:
+        shape = getattr(self.X_ood, "shape", None)
+        what = f"X_ood of shape {tuple(shape)}" if shape is not None else "X_ood"
+        return f"make_ood_scorer({what}, score={self.score!r}, metric={self.metric!r})"
+
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
+        name = f"{self.metric} of {self.score}"
+        ensemble, (X_in, X_out) = _member_proba_source(estimator, (X, self.X_ood), name)
+        score_func, higher_is_ood = _OOD_SCORES[self.score]
+        owner = f"{type(ensemble).__name__}.predict_member_proba"
+        s_in = score_func(check_member_proba(ensemble.predict_member_proba(X_in), name=owner))
+        s_out = score_func(
+            check_member_proba(ensemble.predict_member_proba(X_out), name=owner + "(X_ood)")
+        )
+        return float(_OOD_METRICS[self.metric](s_in, s_out, higher_is_ood=higher_is_ood))
+
+
+def make_ood_scorer(
+    X_ood: Any, *, score: str = "mutual_information", metric: str = "auroc"
+) -> Callable[..., float]:
+    """Scorer of out-of-distribution detection against a fixed set of OOD inputs.
+
+    The scorer ``scorer(estimator, X, y=None)`` treats ``X`` (e.g. the test fold of a
+    cross-validation) as in-distribution and ``X_ood`` as out-of-distribution, computes the
+    per-example ``score`` of the ensemble on both from ``predict_member_proba`` and returns
+    ``metric`` of the two groups; ``y`` is ignored. It finds the ensemble in a Pipeline
+    (both inputs go through the same transforms) or a fitted search like the scorers of
+    :func:`get_scorer`.
+
+    Parameters
+    ----------
+    X_ood : array-like
+        Out-of-distribution inputs, in the format the estimator takes (before any Pipeline
+        step).
+    score : {"mutual_information", "predictive_entropy", "expected_entropy", \
+"max_probability"}, default="mutual_information"
+        The per-example score: :func:`mutual_information`, :func:`predictive_entropy`,
+        :func:`expected_entropy`, or :func:`max_probability` (a confidence: lower means more
+        likely OOD, which the scorer takes into account).
+    metric : {"auroc", "aupr", "neg_fpr_at_95_tpr"}, default="auroc"
+        :func:`ood_auroc`, :func:`ood_aupr` (OOD inputs positive), or minus
+        :func:`fpr_at_95_tpr` (OOD inputs positive), negated so that higher is better.
+
+    Returns
+    -------
+    callable
+        The scorer; it pickles with ``X_ood``.
+
+    Raises
+    ------
+    ValueError
+        If ``score`` or ``metric`` is unknown (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.metrics import make_ood_scorer
+    >>> make_ood_scorer(np.zeros((20, 64)), metric="aupr")
+    make_ood_scorer(X_ood of shape (20, 64), score='mutual_information', metric='aupr')
+    >>> from sklearn.model_selection import cross_validate
+    >>> scores = cross_validate(clf, X_in, y_in,  # doctest: +SKIP
+    ...                         scoring={"ood_auroc": make_ood_scorer(X_ood)})
+    """
+    if score not in _OOD_SCORES:
+        raise ValueError(f"score must be one of {sorted(_OOD_SCORES)}, got {score!r}.")
+    if metric not in _OOD_METRICS:
+        raise ValueError(f"metric must be one of {sorted(_OOD_METRICS)}, got {metric!r}.")
+    return _OODScorer(X_ood, score, metric)

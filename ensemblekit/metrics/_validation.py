@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,12 @@ def encode_labels(
         raise ValueError(f"{classes_name} contains duplicate labels.")
     try:
         pos = np.minimum(np.searchsorted(sorted_classes, y), classes.size - 1)
-        known = sorted_classes[pos] == y
+        with warnings.catch_warnings():
+            # numpy < 1.25 compares mixed types to a scalar False with a FutureWarning.
+            warnings.simplefilter("ignore", FutureWarning)
+            known = np.asarray(sorted_classes[pos] == y)
+        if known.shape != y.shape:
+            raise TypeError
     except TypeError:
         # Labels of incomparable types (e.g. strings against integers) cannot match.
         pos = np.zeros(y.shape, dtype=np.intp)

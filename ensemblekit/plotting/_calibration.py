@@ -22,6 +22,7 @@ class ReliabilityDiagramDisplay:
     Parameters
     ----------
     bin_edges : ndarray of shape (n_bins + 1,)
+        Edges of the confidence bins, from 0 to 1.
     bin_accuracy : ndarray of shape (n_bins,)
         Fraction correct in each bin (``nan`` for empty bins).
     bin_confidence : ndarray of shape (n_bins,)
@@ -94,12 +95,14 @@ class ReliabilityDiagramDisplay:
         name : str, default=None
             Legend entry.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : ReliabilityDiagramDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
 
         Raises
         ------
@@ -146,12 +149,21 @@ class ReliabilityDiagramDisplay:
             With ``predict_proba`` and ``classes_``.
         X, y : array-like
             Evaluation rows and labels.
-        n_bins, strategy, name, ax, **kwargs
-            As in :meth:`from_predictions`; ``name`` defaults to the class name.
+        n_bins : int, default=15
+            As in :meth:`from_predictions`.
+        strategy : {"uniform", "quantile"}, default="uniform"
+            As in :meth:`from_predictions`.
+        name : str, default=None
+            Legend entry; defaults to the estimator's class name.
+        ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
+        **kwargs : dict
+            Passed to :meth:`plot`.
 
         Returns
         -------
         display : ReliabilityDiagramDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         if not callable(getattr(estimator, "predict_proba", None)):
             raise ValueError(
@@ -177,6 +189,7 @@ class ReliabilityDiagramDisplay:
         Returns
         -------
         display : ReliabilityDiagramDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         if ax is None:
             plt = pyplot()

@@ -106,12 +106,14 @@ class DiversityAccuracyDisplay:
         labels : array-like of shape (n_classes,), default=None
             Label of each probability column.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : DiversityAccuracyDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
 
         Raises
         ------
@@ -184,12 +186,14 @@ class DiversityAccuracyDisplay:
         reference_member : int, default=0
             Index of the reference member.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : DiversityAccuracyDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         members = member_proba(reference, X, "reference")
         if isinstance(reference_member, bool) or not isinstance(reference_member, int) \
@@ -214,12 +218,14 @@ class DiversityAccuracyDisplay:
         Parameters
         ----------
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to ``Axes.scatter`` for the functions.
 
         Returns
         -------
         display : DiversityAccuracyDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         ax = axes(ax)
         for name in self.accuracy:

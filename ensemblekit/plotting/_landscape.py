@@ -81,6 +81,7 @@ class SimilarityMatrixDisplay:
         Returns
         -------
         display : SimilarityMatrixDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         result = similarity_matrices(estimator, X)
         display = cls(result.cosine, result.disagreement, member=result.member,
@@ -105,6 +106,7 @@ class SimilarityMatrixDisplay:
         Returns
         -------
         display : SimilarityMatrixDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         ax = axes(ax, 2, figsize=(10, 4.2))
         self.images_ = []
@@ -189,6 +191,7 @@ class FunctionSpaceDisplay:
         Returns
         -------
         display : FunctionSpaceDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
 
         Raises
         ------
@@ -243,12 +246,19 @@ class FunctionSpaceDisplay:
         samples : dict of str to fitted estimator, default=None
             Estimators whose ``predict_member_proba(X)`` functions are embedded too
             (e.g. SWAG or subspace samplers), by name.
-        method, random_state, ax, **kwargs
+        method : {"tsne", "pca"}, default="tsne"
             As in :meth:`from_predictions`.
+        random_state : int, RandomState instance or None, default=None
+            As in :meth:`from_predictions`.
+        ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
+        **kwargs : dict
+            Passed to :meth:`plot`.
 
         Returns
         -------
         display : FunctionSpaceDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         from ._base import member_proba
 
@@ -271,6 +281,7 @@ class FunctionSpaceDisplay:
         Returns
         -------
         display : FunctionSpaceDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         ax = axes(ax)
         self.lines_ = []
@@ -354,22 +365,42 @@ class LossLandscapeDisplay:
         Parameters
         ----------
         estimator : fitted estimator
+            An ensemble whose members are the end points or anchors.
         X, y : array-like
             Evaluation rows and labels.
         kind : {"linear", "bezier", "plane"}, default="linear"
             :func:`~ensemblekit.landscape.linear_path`,
             :func:`~ensemblekit.landscape.bezier_path` or
             :func:`~ensemblekit.landscape.plane`.
-        start, end, members, n_points, resolution, margin, X_train, y_train, random_state
-            Passed to that function (``y_train`` and ``random_state`` to the Bezier
-            curve only).
+        start : int, tuple or array-like, default=0
+            Passed to the path functions: the first end point (a member index, a
+            ``(member, checkpoint)`` pair or a flat weight vector).
+        end : int, tuple or array-like, default=1
+            Passed to the path functions: the second end point.
+        members : sequence of 3 anchors, default=(0, 1, 2)
+            Passed to :func:`~ensemblekit.landscape.plane`: its anchors.
+        n_points : int, default=25
+            Passed to the path functions: points along the path.
+        resolution : int, default=21
+            Passed to :func:`~ensemblekit.landscape.plane`: grid points per side.
+        margin : float, default=0.2
+            Passed to :func:`~ensemblekit.landscape.plane`: extent beyond the anchors.
+        X_train : array-like, default=None
+            Passed to that function: rows for BatchNorm statistics (and for training
+            the Bezier curve).
+        y_train : array-like, default=None
+            Passed to :func:`~ensemblekit.landscape.bezier_path` only.
+        random_state : int, RandomState instance or None, default=None
+            Passed to :func:`~ensemblekit.landscape.bezier_path` only.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : LossLandscapeDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         if kind == "linear":
             result = linear_path(estimator, X, y, start, end, n_points, X_train=X_train)
@@ -404,6 +435,7 @@ class LossLandscapeDisplay:
         Returns
         -------
         display : LossLandscapeDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         if metric not in ("loss", "accuracy"):
             raise ValueError(f"metric must be one of ['loss', 'accuracy'], got {metric!r}.")

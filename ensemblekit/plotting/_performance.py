@@ -87,19 +87,28 @@ class EnsembleSizeDisplay:
         Parameters
         ----------
         y_true : array-like of shape (n_samples,)
+            True labels, as in :func:`~ensemblekit.metrics.ensemble_size_curve`.
         member_proba : array-like of shape (n_members, n_samples, n_classes) or dict of them
             The members of each method, by name.
         metric : str or callable, default="accuracy"
             As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
-        sizes, max_subsets, random_state, labels
+        sizes : sequence of int, default=None
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        max_subsets : int, default=100
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        random_state : int, numpy.random.Generator or None, default=None
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        labels : array-like of shape (n_classes,), default=None
             As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : EnsembleSizeDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         name = _metric_name(metric)
         curves = {
@@ -132,12 +141,23 @@ class EnsembleSizeDisplay:
             Their ``predict_member_proba(X)`` are the members, by method name.
         X, y : array-like
             Evaluation rows and labels.
-        metric, sizes, max_subsets, random_state, ax, **kwargs
-            As in :meth:`from_predictions`.
+        metric : str or callable, default="accuracy"
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        sizes : sequence of int, default=None
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        max_subsets : int, default=100
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        random_state : int, numpy.random.Generator or None, default=None
+            As in :func:`~ensemblekit.metrics.ensemble_size_curve`.
+        ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
+        **kwargs : dict
+            Passed to :meth:`plot`.
 
         Returns
         -------
         display : EnsembleSizeDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         estimators = as_mapping(estimator, "ensemble")
         probas = {name: member_proba(est, X, f"estimator[{name!r}]")
@@ -153,12 +173,14 @@ class EnsembleSizeDisplay:
         Parameters
         ----------
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to ``Axes.plot``.
 
         Returns
         -------
         display : EnsembleSizeDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         ax = axes(ax)
         self.lines_ = {}
@@ -241,12 +263,14 @@ class ShiftDisplay:
         labels : array-like of shape (n_classes,), default=None
             Label of each column (named metrics only).
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to :meth:`plot`.
 
         Returns
         -------
         display : ShiftDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         name = _metric_name(metric)
         if isinstance(metric, str):
@@ -277,12 +301,14 @@ class ShiftDisplay:
         Parameters
         ----------
         ax : matplotlib Axes, default=None
+            Where to draw; a new figure when None.
         **kwargs : dict
             Passed to ``Axes.boxplot``.
 
         Returns
         -------
         display : ShiftDisplay
+            The display, drawn: ``ax_`` and ``figure_`` are set.
         """
         ax = axes(ax)
         n = len(self.values)

@@ -13,6 +13,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
     """BatchNorm layers of ``module`` that keep running statistics.
 
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any network.
+
+    Returns
+    -------
+    list of torch.nn.modules.batchnorm._BatchNorm
+        The layers, in module order.
+
     Examples
     --------
     >>> from torch import nn

@@ -18,6 +18,16 @@ _UNSUPPORTED_DROPOUT = (nn.AlphaDropout, nn.FeatureAlphaDropout)
 def dropout_layers(module: nn.Module) -> list[nn.Module]:
     """Dropout layers of ``module`` with a positive drop probability, in module order.
 
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any network.
+
+    Returns
+    -------
+    list of torch.nn.Module
+        The dropout layers (``Dropout``, ``Dropout1d/2d/3d``) with ``p > 0``.
+
     Raises
     ------
     ValueError

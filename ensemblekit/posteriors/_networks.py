@@ -14,10 +14,24 @@ from ._vector import assign_parameters
 
 
 def refresh_rows(n_rows: int, max_rows: int | None, generator: torch.Generator) -> np.ndarray:
-    """Indices of the rows used to refresh BatchNorm statistics.
+    """Choose the rows used to refresh BatchNorm statistics.
 
     All rows when ``max_rows`` is None or at least ``n_rows``; else ``max_rows``
-    rows drawn without replacement. Returned sorted.
+    rows drawn without replacement.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of training rows available.
+    max_rows : int or None
+        Most rows to use; ``None`` means all.
+    generator : torch.Generator
+        Source of the draw.
+
+    Returns
+    -------
+    ndarray of int64
+        Sorted row indices.
 
     Examples
     --------
@@ -78,5 +92,22 @@ def sampled_networks(
     X_refresh: np.ndarray | torch.Tensor,
     batch_size: int,
 ) -> list[nn.Module]:
-    """:func:`sampled_network` for each parameter vector (each row of a 2-d tensor)."""
+    """Build a :func:`sampled_network` for each parameter vector.
+
+    Parameters
+    ----------
+    template : torch.nn.Module
+        The trained network whose architecture the samples share.
+    thetas : iterable of torch.Tensor of shape (n_parameters,)
+        Flat parameter vectors (or the rows of a 2-d tensor).
+    X_refresh : ndarray or torch.Tensor of shape (n_rows, ...)
+        Rows on which BatchNorm statistics are recomputed for each sample.
+    batch_size : int
+        Rows per forward pass of the refresh.
+
+    Returns
+    -------
+    list of torch.nn.Module
+        One network per vector, in evaluation mode.
+    """
     return [sampled_network(template, theta, X_refresh, batch_size) for theta in thetas]

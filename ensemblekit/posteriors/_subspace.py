@@ -70,6 +70,7 @@ def random_subspace_sample(
     Returns
     -------
     sample : torch.Tensor of shape (n_parameters,)
+        The sampled parameter vector.
 
     Examples
     --------
@@ -106,6 +107,7 @@ def dropout_subspace_sample(
     Returns
     -------
     sample : torch.Tensor of shape (n_parameters,)
+        The sampled parameter vector.
 
     Examples
     --------
@@ -125,7 +127,7 @@ def dropout_subspace_sample(
 def diagonal_gaussian_samples(
     points: torch.Tensor, n_samples: int, scale: float, generator: torch.Generator
 ) -> torch.Tensor:
-    r"""Draws from :math:`N(\mu, (c\,\sigma)^2)` fitted per parameter to ``points``.
+    r"""Draw from :math:`N(\mu, (c\,\sigma)^2)` fitted per parameter to ``points``.
 
     :math:`\mu` and :math:`\sigma` are the per-parameter mean and standard deviation
     (population, ``ddof=0``) over the rows of ``points`` (late-training checkpoints);
@@ -145,6 +147,7 @@ def diagonal_gaussian_samples(
     Returns
     -------
     samples : torch.Tensor of shape (n_samples, n_parameters)
+        One draw per row.
 
     Examples
     --------
@@ -178,6 +181,7 @@ def pca_subspace(points: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.T
     Returns
     -------
     mean : torch.Tensor of shape (n_parameters,), float64
+        Mean of the points.
     components : torch.Tensor of shape (rank, n_parameters), float64
         Orthonormal rows, ordered by decreasing explained variance.
 
@@ -208,7 +212,7 @@ def pca_gaussian_samples(
     scale: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    r"""Draws from a Gaussian in the span of the top principal directions of ``points``.
+    r"""Draw from a Gaussian in the span of the top principal directions of ``points``.
 
     :math:`\theta = \mu + \sum_{j=1}^{r} z_j u_j` with :math:`z \sim N(0, c^2 I_r)`,
     where :math:`\mu` is the mean of the points, :math:`u_j` the unit-norm principal
@@ -232,6 +236,7 @@ def pca_gaussian_samples(
     Returns
     -------
     samples : torch.Tensor of shape (n_samples, n_parameters), float32
+        One draw per row.
 
     Examples
     --------
@@ -252,10 +257,12 @@ def weight_average(points: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     points : torch.Tensor of shape (n_points, n_parameters)
+        Checkpoints, one flat parameter vector per row.
 
     Returns
     -------
     theta : torch.Tensor of shape (n_parameters,), float32
+        Their mean.
 
     Examples
     --------

@@ -136,6 +136,7 @@ class SWAGMoments:
         Returns
         -------
         cov : torch.Tensor of shape (n_parameters, n_parameters), float64
+            The covariance matrix :meth:`sample` draws from.
 
         Raises
         ------
@@ -210,6 +211,7 @@ class SWAGMoments:
         Returns
         -------
         theta : torch.Tensor of shape (n_samples, n_parameters), float32
+            One sampled parameter vector per row.
 
         Raises
         ------

@@ -168,3 +168,31 @@ def test_training_check_refuses_global_draws_in_the_grouped_form():
     assert form == "grouped"  # in evaluation mode nothing is drawn
     _, form = stack_members(members, (6,), training=True)
     assert form.startswith("vmap") and "global generator" in form
+
+
+def test_members_after_out_of_memory_halving_are_the_same(tabular, sequential_scaled,
+                                                          monkeypatch):
+    # Out-of-memory errors injected for passes of more than one member: the engine
+    # halves the pass until it fits (4 -> 2 -> 1), and the members do not change.
+    from ensemblekit.engine import _loop
+
+    real = _loop._train_group
+    sizes = []
+
+    def train_group(nets, *args, **kwargs):
+        sizes.append(len(nets))
+        if len(nets) > 1:
+            raise torch.cuda.OutOfMemoryError("injected")
+        return real(nets, *args, **kwargs)
+
+    monkeypatch.setattr(_loop, "_train_group", train_group)
+    X, y = tabular
+    with pytest.warns(UserWarning) as record:
+        halved = _fit(X, y, ScaledDropoutNet, "auto")
+    assert [str(w.message) for w in record] == [
+        "Out of GPU memory; training 2 members per pass instead.",
+        "Out of GPU memory; training 1 members per pass instead.",
+    ]
+    assert sizes[:3] == [4, 2, 1]
+    assert "1 members per pass (4 passes)" in halved.engine_reason_
+    _assert_same(halved, sequential_scaled, X)

@@ -201,3 +201,22 @@ def test_warm_start_keeps_earlier_trajectories(tabular):
     grown.set_params(n_estimators=4, checkpoint_epochs=[1])
     with pytest.raises(ValueError, match="same checkpoint_epochs"):
         grown.fit(X, y)
+
+
+def test_training_stopped_early_leaves_nan_checkpoints(tabular):
+    from skorch.callbacks import EarlyStopping
+
+    X, y = tabular
+    stop = EarlyStopping(monitor="train_loss", patience=1, threshold=10.0,
+                         threshold_mode="abs", lower_is_better=True)
+    clf = DeepEnsembleClassifier(n_estimators=1, max_epochs=6, checkpoint_epochs="all",
+                                 callbacks=[stop], module__hidden_layer_sizes=(4,),
+                                 random_state=0)
+    with pytest.warns(UserWarning, match="checkpoints are NaN"):
+        clf.fit(X, y)
+    n_epochs = len(clf.estimators_[0].history)
+    assert n_epochs < 6
+    assert np.isfinite(clf.checkpoints_[0, :n_epochs]).all()
+    assert np.isnan(clf.checkpoints_[0, n_epochs:]).all()
+    np.testing.assert_array_equal(clf.checkpoints_[0, n_epochs - 1],
+                                  _flat(clf.estimators_[0].module_))

@@ -9,30 +9,34 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import get_scorer as sklearn_get_scorer
+from sklearn.metrics import get_scorer_names as sklearn_get_scorer_names
+from sklearn.model_selection import (
+    GridSearchCV,
+    RandomizedSearchCV,
+    StratifiedKFold,
+    cross_validate,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from ensemblekit import DeepEnsembleClassifier
 from ensemblekit.metrics import (
     accuracy,
     brier_score,
-    ensemble_proba,
     expected_calibration_error,
     get_scorer,
     get_scorer_names,
     js_diversity,
     mean_pairwise_disagreement,
-    negative_log_likelihood,
     normalized_disagreement,
 )
 
 SCORER_NAMES = [
-    "accuracy",
     "disagreement",
     "js_diversity",
-    "neg_brier_score",
     "neg_expected_calibration_error",
-    "neg_log_loss",
+    "neg_multiclass_brier_score",
     "normalized_disagreement",
 ]
 TINY = {"max_epochs": 3, "lr": 1e-2, "module__hidden_layer_sizes": (16,), "random_state": 0}
@@ -61,11 +65,7 @@ def fitted(iris_named):
 
 def _expected(name, member_proba, y_idx):
     mean = member_proba.mean(axis=0)
-    if name == "accuracy":
-        return accuracy(y_idx, mean)
-    if name == "neg_log_loss":
-        return -negative_log_likelihood(y_idx, mean)
-    if name == "neg_brier_score":
+    if name == "neg_multiclass_brier_score":
         return -brier_score(y_idx, mean)
     if name == "neg_expected_calibration_error":
         return -expected_calibration_error(y_idx, mean, n_bins=15)
@@ -84,7 +84,8 @@ def _expected(name, member_proba, y_idx):
 
 
 def test_scorer_names():
-    assert get_scorer_names() == SCORER_NAMES
+    assert get_scorer_names(ensemble_only=True) == SCORER_NAMES
+    assert get_scorer_names() == sorted(get_scorer_names())
 
 
 @pytest.mark.parametrize("name", SCORER_NAMES)
@@ -103,15 +104,27 @@ def test_scorer_equals_metric_on_member_proba(fitted, iris_named, name):
         assert score >= 0.0
 
 
-def test_prediction_scorers_agree_with_sklearn(fitted, iris_named):
+def test_sklearn_names_return_sklearn_scorers(fitted, iris_named):
     X, y = iris_named
+    for name in sklearn_get_scorer_names():
+        ours, theirs = get_scorer(name), sklearn_get_scorer(name)
+        assert type(ours) is type(theirs), name
+        assert repr(ours) == repr(theirs), name
+    assert set(sklearn_get_scorer_names()) < set(get_scorer_names())
+    assert set(get_scorer_names()) - set(sklearn_get_scorer_names()) == set(SCORER_NAMES)
+    # ... and they score like scikit-learn's metrics of predict / predict_proba.
     assert get_scorer("accuracy")(fitted, X, y) == pytest.approx(
         accuracy_score(y, fitted.predict(X))
     )
-    proba = fitted.predict_proba(X)
-    np.testing.assert_allclose(proba, ensemble_proba(fitted.predict_member_proba(X)), atol=1e-6)
-    expected = -log_loss(y, proba.astype(np.float64), labels=fitted.classes_)
+    proba = fitted.predict_proba(X).astype(np.float64)
+    expected = -log_loss(y, proba, labels=fitted.classes_)
     assert get_scorer("neg_log_loss")(fitted, X, y) == pytest.approx(expected, rel=1e-5)
+
+
+def test_callable_and_none_pass_through_as_in_sklearn():
+    scorer = get_scorer("disagreement")
+    assert get_scorer(scorer) is scorer is sklearn_get_scorer(scorer)
+    assert get_scorer(None) is None
 
 
 def test_diversity_scorers_without_y(fitted, iris_named):
@@ -119,7 +132,7 @@ def test_diversity_scorers_without_y(fitted, iris_named):
     for name in ("disagreement", "js_diversity"):
         assert get_scorer(name)(fitted, X) == get_scorer(name)(fitted, X, y)
     with pytest.raises(ValueError, match="needs the true labels"):
-        get_scorer("neg_brier_score")(fitted, X)
+        get_scorer("neg_multiclass_brier_score")(fitted, X)
 
 
 def test_single_member_has_zero_diversity(iris_named):
@@ -134,22 +147,44 @@ def test_unknown_labels_raise(fitted, iris_named):
     y_bad = y.copy()
     y_bad[0] = "rose"
     with pytest.raises(ValueError, match=r"not in the estimator's classes_: 'rose'"):
-        get_scorer("accuracy")(fitted, X, y_bad)
+        get_scorer("normalized_disagreement")(fitted, X, y_bad)
     with pytest.raises(ValueError, match="not in the estimator's classes_"):
-        get_scorer("neg_log_loss")(fitted, X, np.zeros(len(X), dtype=int))
+        get_scorer("neg_multiclass_brier_score")(fitted, X, np.zeros(len(X), dtype=int))
 
 
-def test_estimator_without_member_proba(iris_named):
+@pytest.mark.parametrize("name", SCORER_NAMES)
+def test_estimator_without_member_proba(iris_named, name):
     X, y = iris_named
     model = DummyClassifier().fit(X, y)
-    with pytest.raises(TypeError, match="predict_member_proba"):
-        get_scorer("accuracy")(model, X, y)
+    with pytest.raises(TypeError, match=r"predict_member_proba.*got DummyClassifier"):
+        get_scorer(name)(model, X, y)
+    pipe = make_pipeline(StandardScaler(), DummyClassifier()).fit(X, y)
+    with pytest.raises(TypeError, match="got Pipeline -> DummyClassifier"):
+        get_scorer(name)(pipe, X, y)
+    search = GridSearchCV(DummyClassifier(), {"strategy": ["prior"]}, cv=2).fit(X, y)
+    with pytest.raises(TypeError, match="got GridSearchCV -> DummyClassifier"):
+        get_scorer(name)(search, X, y)
+    no_refit = GridSearchCV(DummyClassifier(), {"strategy": ["prior"]}, cv=2, refit=False)
+    with pytest.raises(TypeError, match="refit=False"):
+        get_scorer(name)(no_refit.fit(X, y), X, y)
 
 
-@pytest.mark.parametrize("name", ["neg_ece", "brier", "", None])
+@pytest.mark.parametrize("name", ["neg_ece", "brier", "neg_brier"])
 def test_unknown_scorer_name_lists_valid_names(name):
-    with pytest.raises(ValueError, match=r"valid names are .*'neg_log_loss'"):
+    with pytest.raises(ValueError, match=r"not a valid scoring value.*'disagreement'"):
         get_scorer(name)
+    # The same kind of error as scikit-learn's own function.
+    with pytest.raises(ValueError, match="not a valid scoring value"):
+        sklearn_get_scorer(name)
+
+
+@pytest.mark.parametrize("bad", [1, 2.5, ["accuracy"]])
+def test_invalid_scoring_type_fails_as_in_sklearn(bad):
+    with pytest.raises(ValueError) as ours:
+        get_scorer(bad)
+    with pytest.raises(ValueError) as theirs:
+        sklearn_get_scorer(bad)
+    assert type(ours.value) is type(theirs.value)
 
 
 def test_scorers_pickle(fitted, iris_named):
@@ -162,7 +197,7 @@ def test_scorers_pickle(fitted, iris_named):
 
 def test_grid_search_with_every_scorer(iris_named):
     X, y = iris_named
-    scoring = {name: get_scorer(name) for name in SCORER_NAMES}
+    scoring = {name: get_scorer(name) for name in [*SCORER_NAMES, "neg_log_loss"]}
     cv = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
     search = GridSearchCV(
         DeepEnsembleClassifier(**TINY),
@@ -192,10 +227,122 @@ def test_cross_validate_with_scorers(iris_named):
         DeepEnsembleClassifier(n_estimators=2, **TINY),
         X,
         y,
-        scoring={"acc": get_scorer("accuracy"), "div": get_scorer("disagreement")},
+        scoring={"acc": "accuracy", "div": get_scorer("disagreement")},
         cv=cv,
         error_score="raise",
     )
     assert scores["test_acc"].shape == scores["test_div"].shape == (2,)
     assert np.all((scores["test_acc"] >= 0) & (scores["test_acc"] <= 1))
     assert np.all((scores["test_div"] >= 0) & (scores["test_div"] <= 1))
+
+
+# --- Scorers follow the ensemble into Pipelines and fitted searches -------------------------
+
+
+@pytest.fixture(scope="module")
+def iris_raw():
+    X, y = load_iris(return_X_y=True)
+    # Far from standardised, so that a scorer skipping the scaler would see other inputs.
+    return X * 10.0 + 3.0, y
+
+
+def _standardise(X, X_fit):
+    # StandardScaler by hand: population standard deviation.
+    return (X - X_fit.mean(axis=0)) / X_fit.std(axis=0)
+
+
+def _by_hand(member_proba, y):
+    """The ensemble-only scores, from numpy alone (y holds column indices)."""
+    labels = member_proba.argmax(axis=2)
+    m = len(member_proba)
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    disagreement = np.mean([np.mean(labels[i] != labels[j]) for i, j in pairs])
+    mean = member_proba.mean(axis=0)
+
+    def entropy(p):
+        return -np.sum(p * np.log(np.clip(p, 1e-300, None)), axis=-1)
+
+    onehot = np.eye(member_proba.shape[2])[y]
+    return {
+        "disagreement": disagreement,
+        "normalized_disagreement": disagreement / np.mean(labels != y),
+        "js_diversity": np.mean(entropy(mean)) - np.mean(entropy(member_proba)),
+        "neg_multiclass_brier_score": -np.mean(np.sum((mean - onehot) ** 2, axis=1)),
+    }
+
+
+def test_cross_validate_pipeline_scores_the_transformed_data(iris_raw):
+    X, y = iris_raw
+    pipe = make_pipeline(StandardScaler(), DeepEnsembleClassifier(n_estimators=3, **TINY))
+    names = [
+        "disagreement",
+        "normalized_disagreement",
+        "js_diversity",
+        "neg_multiclass_brier_score",
+    ]
+    scores = cross_validate(
+        pipe,
+        X,
+        y,
+        scoring={name: get_scorer(name) for name in names},
+        cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=0),
+        return_estimator=True,
+        return_indices=True,
+    )
+    for fold, fitted_pipe in enumerate(scores["estimator"]):
+        train = scores["indices"]["train"][fold]
+        test = scores["indices"]["test"][fold]
+        ensemble = fitted_pipe[-1]
+        member_proba = ensemble.predict_member_proba(_standardise(X[test], X[train]))
+        expected = _by_hand(member_proba.astype(np.float64), y[test])
+        for name in names:
+            got = scores[f"test_{name}"][fold]
+            assert np.isfinite(got), name
+            assert got == pytest.approx(expected[name], abs=1e-6), name
+    # Not a coincidence of the scaler: the raw inputs give other members' outputs.
+    raw = scores["estimator"][0][-1].predict_member_proba(X[scores["indices"]["test"][0]])
+    assert not np.allclose(
+        raw,
+        ensemble.predict_member_proba(
+            _standardise(X[scores["indices"]["test"][0]], X[scores["indices"]["train"][0]])
+        ),
+    )
+
+
+@pytest.mark.parametrize("search_cls", [GridSearchCV, RandomizedSearchCV])
+def test_fitted_search_over_pipeline_scores_best_estimator(iris_raw, search_cls):
+    X, y = iris_raw
+    X_fit, y_fit, X_test, y_test = X[::2], y[::2], X[1::2], y[1::2]
+    pipe = make_pipeline(StandardScaler(), DeepEnsembleClassifier(**TINY))
+    grid = {"deepensembleclassifier__n_estimators": [2, 3]}
+    kwargs = {"n_iter": 2, "random_state": 0} if search_cls is RandomizedSearchCV else {}
+    search = search_cls(
+        pipe,
+        grid,
+        scoring={"nll": "neg_log_loss", "div": get_scorer("disagreement")},
+        refit="nll",
+        cv=2,
+        error_score="raise",
+        **kwargs,
+    ).fit(X_fit, y_fit)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_div"]))
+    ensemble = search.best_estimator_[-1]
+    member_proba = ensemble.predict_member_proba(_standardise(X_test, X_fit))
+    expected = _by_hand(member_proba.astype(np.float64), y_test)
+    for name in ("disagreement", "js_diversity", "neg_multiclass_brier_score"):
+        got = get_scorer(name)(search, X_test, y_test)
+        assert got == pytest.approx(expected[name], abs=1e-6), name
+
+
+def test_nested_pipeline_and_search(iris_raw):
+    # A Pipeline whose last step is a search over a Pipeline: every transform applies.
+    X, y = iris_raw
+    X_fit, y_fit, X_test, y_test = X[::2], y[::2], X[1::2], y[1::2]
+    inner = make_pipeline(FunctionTransformer(np.tanh), DeepEnsembleClassifier(**TINY))
+    search = GridSearchCV(inner, {"deepensembleclassifier__n_estimators": [2]}, cv=2)
+    outer = make_pipeline(StandardScaler(), "passthrough", search).fit(X_fit, y_fit)
+    ensemble = outer[-1].best_estimator_[-1]
+    Xt = np.tanh(_standardise(X_test, X_fit))
+    expected = _by_hand(ensemble.predict_member_proba(Xt).astype(np.float64), y_test)
+    for name in ("disagreement", "js_diversity", "neg_multiclass_brier_score"):
+        assert get_scorer(name)(outer, X_test, y_test) == pytest.approx(expected[name], abs=1e-6)
