@@ -8,7 +8,7 @@
 #   bash scripts/run.sh docs      build the documentation (warnings are errors, gallery run)
 #   bash scripts/run.sh setup     only the set-up
 #   bash scripts/run.sh test-min  a fast subset of the tests at the declared minimum versions
-#                                 (its own environment .venv-min; see scripts/test_min.sh)
+#                                 (environments .venv-min*; see scripts/test_min.sh)
 # TORCH_SPEC overrides the torch requirement (default: the CPU build torch==2.13.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -174,8 +174,13 @@ def fit_sequential(
         net.iterator_train__generator = torch.Generator()
         if initialize:
             initialize_member(net, seed)
-        with seeded_torch(continued_train_seed(seed, first)):
-            net.partial_fit(X, y, **({} if epochs is None else {"epochs": int(epochs)}))
+        try:
+            with seeded_torch(continued_train_seed(seed, first)):
+                net.partial_fit(X, y, **({} if epochs is None else {"epochs": int(epochs)}))
+        finally:
+            # Only training needs it, and torch < 2.4 cannot pickle a Generator, which
+            # would make the fitted member unpicklable.
+            del net.iterator_train__generator
 
 
 def module_device(module: nn.Module) -> torch.device:
