@@ -178,7 +178,18 @@ class MemberSampler(Sampler[int]):
         self.epoch = 0
 
     def indices(self, epoch: int) -> torch.Tensor:
-        """Rows drawn in ``epoch`` (zero-based), in order: what every engine trains on."""
+        """Return the rows drawn in one epoch, in order: what every engine trains on.
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch number.
+
+        Returns
+        -------
+        rows : torch.Tensor of shape (n_samples,)
+            Row indices into the training data, on the CPU.
+        """
         indices = epoch_indices(self.seed, epoch, self.n_samples, self.bootstrap,
                                 getattr(self, "weights", None),
                                 replacement=getattr(self, "replacement", False))
