@@ -51,6 +51,17 @@ class DiversityAccuracyDisplay:
         The normalised reference curves.
     ax_ : matplotlib Axes
     figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.plotting import DiversityAccuracyDisplay
+    >>> y = np.array([0, 1, 0, 1])
+    >>> reference = np.eye(2)[[0, 1, 0, 0]]            # right on 3 of 4 points
+    >>> samples = {"samples": np.eye(2)[[[0, 1, 1, 0], [0, 1, 0, 0]]]}
+    >>> display = DiversityAccuracyDisplay.from_predictions(y, reference, samples)
+    >>> display.accuracy["samples"], display.diversity["samples"]
+    (array([0.5 , 0.75]), array([0.5, 0. ]))
     """
 
     def __init__(

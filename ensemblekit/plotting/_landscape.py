@@ -153,6 +153,16 @@ class FunctionSpaceDisplay:
         One per trajectory.
     ax_ : matplotlib Axes
     figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.plotting import FunctionSpaceDisplay
+    >>> rng = np.random.default_rng(0)
+    >>> proba = rng.dirichlet(np.ones(3), size=(2, 5, 8))   # 2 runs x 5 checkpoints
+    >>> display = FunctionSpaceDisplay.from_predictions(proba, method="pca")
+    >>> display.trajectories.shape                          # 2-d point of each function
+    (2, 5, 2)
     """
 
     def __init__(self, trajectories: Any, samples: dict[str, Any] | None = None) -> None:
@@ -323,6 +333,17 @@ class LossLandscapeDisplay:
         For a plane.
     ax_ : matplotlib Axes (a pair for a path: loss, then disagreement)
     figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.plotting import LossLandscapeDisplay
+    >>> t = np.linspace(0, 1, 5)
+    >>> path = {"t": t, "loss": 1 + 4 * t * (1 - t), "accuracy": 1 - t * (1 - t),
+    ...         "disagreement_start": t / 2, "disagreement_end": (1 - t) / 2}
+    >>> display = LossLandscapeDisplay(path, "path", label="line").plot()
+    >>> len(display.ax_)                                    # loss, then disagreement
+    2
     """
 
     def __init__(self, result: Any, kind: Literal["path", "plane"], *,

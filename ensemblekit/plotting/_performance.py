@@ -62,6 +62,17 @@ class EnsembleSizeDisplay:
     lines_ : dict of str to matplotlib Line2D
     ax_ : matplotlib Axes
     figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.plotting import EnsembleSizeDisplay
+    >>> members = np.array([[[0.9, 0.1], [0.6, 0.4]],
+    ...                     [[0.6, 0.4], [0.1, 0.9]],
+    ...                     [[0.3, 0.7], [0.2, 0.8]]])
+    >>> display = EnsembleSizeDisplay.from_predictions([0, 1], members, metric="accuracy")
+    >>> display.curves["ensemble"].mean     # 1, 2 and 3 members
+    array([0.666..., 0.833..., 1. ])
     """
 
     def __init__(self, curves: Mapping[str, Any], metric: str) -> None:
@@ -219,6 +230,16 @@ class ShiftDisplay:
         Mean over corruption types per intensity (``nan`` where a method has none).
     ax_ : matplotlib Axes
     figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ensemblekit.plotting import ShiftDisplay
+    >>> right, wrong = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[0.2, 0.8], [0.9, 0.1]])
+    >>> proba = {"model": {0: [right], 1: [right, wrong]}}   # intensity -> corruptions
+    >>> display = ShiftDisplay.from_predictions([0, 1], proba, metric="accuracy")
+    >>> display.intensities, display.means["model"]
+    (array([0, 1]), array([1. , 0.5]))
     """
 
     def __init__(self, values: Mapping[str, Mapping[int, Any]], metric: str) -> None:

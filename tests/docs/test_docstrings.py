@@ -25,7 +25,7 @@ CONF = Path(__file__).resolve().parents[2] / "docs" / "conf.py"
 
 # Subpackages whose every public function and class must show an example.
 EXAMPLES_REQUIRED = ("ensemblekit.estimators", "ensemblekit.metrics", "ensemblekit.models",
-                     "ensemblekit.datasets")
+                     "ensemblekit.datasets", "ensemblekit.landscape", "ensemblekit.plotting")
 # Result containers and base classes are shown through the functions that build them.
 EXAMPLES_EXEMPT = {"ensemblekit.metrics.EnsembleSizeCurve",
                    "ensemblekit.estimators.BaseNeuralClassifier"}
