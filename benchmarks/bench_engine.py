@@ -112,7 +112,14 @@ def make_case(name: str, device: str, quick: bool) -> Case:
                     "fp32", False, {"hidden_layer_sizes": (100,)},
                     "prediction latency of a fitted ensemble (MLP with one hidden layer of "
                     "100 units)")
-    raise ValueError(f"unknown case {name!r}; choose from mlp, smallcnn, resnet20, predict")
+    if name == "multiswag":
+        n, epochs = (10_000, 6) if not quick else (2_000, 3)
+        return Case(name, "MLP", n, (50,), 5, 5, epochs, 128, 1e-3, "fp32", False,
+                    {"hidden_layer_sizes": (100,)},
+                    "MultiSWAG (low rank) with 5 runs, SWA phase over the second half; "
+                    "training, moment collection, sampling and BatchNorm refresh timed")
+    raise ValueError(f"unknown case {name!r}; choose from mlp, smallcnn, resnet20, predict, "
+                     "multiswag")
 
 
 def module_class(case: Case) -> type[nn.Module]:
@@ -312,6 +319,34 @@ def run_predict_case(case: Case, device: str, quick: bool) -> list[dict[str, Any
     return rows
 
 
+# ----------------------------------------------------------------- MultiSWAG
+def run_multiswag_case(case: Case, device: str) -> list[Result]:
+    """Fit time of MultiSWAG with each engine, the same data and seeds."""
+    from ensemblekit import SWAGClassifier
+
+    X, y = make_data(case)
+    params = {f"module__{k}": v for k, v in case.module_kwargs.items()}
+    results = []
+    for engine in ("sequential", "vectorized"):
+        def fit(n_epochs: int, data: tuple[np.ndarray, np.ndarray], e: str = engine) -> Any:
+            return SWAGClassifier(
+                n_estimators=case.members, max_epochs=n_epochs, batch_size=case.batch_size,
+                lr=case.lr, n_samples=10, device=device, engine=e, random_state=0,
+                **params,
+            ).fit(*data)
+
+        fit(4, make_data(case, n=case.batch_size * 2, seed=1))  # warm-up
+        wall, peak = timed(lambda f=fit: f(case.epochs, (X, y)), device)
+        images = case.members * case.epochs * case.n_samples
+        method = "sequential-skorch" if engine == "sequential" else "vectorized"
+        results.append(Result(method, wall, images, images / wall, peak))
+        print(f"  [multiswag] {engine}: {wall:.2f} s", flush=True)
+    for r in results:
+        r.speedup_vs_sequential_skorch = (r.member_images_per_s
+                                          / results[0].member_images_per_s)
+    return results
+
+
 # ----------------------------------------------------------------- reporting
 def environment(device: str) -> dict[str, Any]:
     import sklearn
@@ -437,7 +472,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in [c for c in args.cases.split(",") if c]:
         case = make_case(name, args.device, args.quick)
         print(f"case {name}: {asdict(case)}", flush=True)
-        if name == "predict":
+        if name == "multiswag":
+            results = run_multiswag_case(case, args.device)
+            report["cases"].append({"case": name, "kind": "training", "config": asdict(case),
+                                    "results": [asdict(r) for r in results]})
+        elif name == "predict":
             report["cases"].append({"case": name, "kind": "prediction", "config": asdict(case),
                                     "results": run_predict_case(case, args.device,
                                                                 args.quick)})

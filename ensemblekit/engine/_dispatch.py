@@ -81,6 +81,8 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
         if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback,
                            CheckpointCallback, MonitorCallback, StopCallback)):
             continue
+        if callable(getattr(cb, "on_stacked_epoch_end", None)):
+            continue  # it declares what it does per epoch (see fit_vectorized)
         names.append(str(name))
     return names
 

@@ -305,6 +305,9 @@ def _train_stacked(
     records: list[tuple[list[float], int, float]] = []
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     recorders = [checkpoint_callback(net) for net in nets]
+    hooks = [[cb for _, cb in net.callbacks_ if callable(getattr(cb, "on_stacked_epoch_end",
+                                                                  None))]
+             for net in nets]
     # The checks refuse forms that draw from torch's global generator in training; this
     # keeps anything they cannot see (a draw in only some steps) reproducible at least.
     with seeded_torch(derive_seed(train_seed(seeds[0]), _VMAP_STREAM, m)):
@@ -313,6 +316,10 @@ def _train_stacked(
             if cfg.lr_schedule is not None:
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, first + epoch)
+            for hook in (h for member in hooks for h in member):
+                begin = getattr(hook, "on_stacked_epoch_begin", None)
+                if callable(begin):
+                    begin(epoch, optimizer.param_groups)
             order = torch.stack([sampler.indices(first + epoch)
                                  for sampler in samplers]).to(device)
             total = torch.zeros(m, device=device)
@@ -338,11 +345,16 @@ def _train_stacked(
             running = [k for k in range(m) if active[k]]
             for k in running:
                 n_run[k] += 1
-            if any(r is not None and r.wants(epoch) for r in recorders):
+            wanted = any(r is not None and r.wants(epoch) for r in recorders)
+            if wanted or any(hooks):
                 stacked.write_members(modules)  # trajectories see what the members hold
+            if wanted:
                 for recorder, module in zip(recorders, modules):
                     if recorder is not None:
                         recorder.record(epoch, module)
+            for member_hooks, module in zip(hooks, modules):
+                for hook in member_hooks:
+                    hook.on_stacked_epoch_end(epoch, module)
             postfix = {"loss": f"{float(np.mean([epoch_losses[k] for k in running])):.4f}"}
             if any(mon is not None for mon in monitors):
                 _monitor_epoch(stacked, optimizer, modules, monitors, active, frozen, postfix)
@@ -427,6 +439,15 @@ def fit_vectorized(
     initialize : bool, default=True
         Build each member from its seed first; ``False`` when the caller already
         did so with :func:`initialize_member`.
+
+    Notes
+    -----
+    A member net's skorch callback that defines ``on_stacked_epoch_end(epoch,
+    module)`` (and optionally ``on_stacked_epoch_begin(epoch, param_groups)``) does
+    not block this engine: it is called at the end (start) of every zero-based epoch
+    with the member's module holding its current weights (with the stacked
+    optimizer's parameter groups), as skorch would call it on the member net. SWAG
+    moment collection works this way.
     sample_weight : ndarray of shape (n_samples,), optional
         Per-row loss weights, as in :func:`fit_sequential`.
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
-from ..engine import Progress, derive_seed, fit_sequential
+from ..engine import ENGINES, Progress, derive_seed, train_members
 from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
 from ._validation import check_float, check_int, check_option
@@ -105,6 +105,14 @@ class SWAGClassifier(BaseNeuralClassifier):
         :func:`~ensemblekit.posteriors.refresh_batchnorm`).
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    engine : {"auto", "sequential", "vectorized"}, default="auto"
+        How the runs are trained, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`: the vectorised engine
+        trains all runs (MultiSWAG) in one batched pass and collects each run's SWAG
+        moments from the stacked parameters; for the same seeds it gives the same
+        moments as ``"sequential"`` up to floating-point rounding.
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train at most this many runs at once.
     checkpoint_epochs : None, "all", int or list of int, default=None
         Record each trained network's trajectory: its flattened parameters (all
         weights and biases) after these zero-based epochs, in ``checkpoints_``.
@@ -143,6 +151,10 @@ class SWAGClassifier(BaseNeuralClassifier):
         The trained runs, holding the final SGD iterate.
     moments_ : list of SWAGMoments
         The collected moments of each run.
+    engine_ : {"sequential", "vectorized"}
+        Engine that trained the runs.
+    engine_reason_ : str
+        Why that engine (the stacked form used, or why ``"auto"`` fell back).
     sample_networks_ : list of torch.nn.Module
         The sampled networks, run after run: ``n_estimators * n_samples`` of them
         (``n_estimators`` for ``"swa"``), BatchNorm refreshed.
@@ -227,6 +239,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        engine: str = "auto",
+        max_members_per_pass: int | None = None,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -252,6 +266,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -265,6 +281,9 @@ class SWAGClassifier(BaseNeuralClassifier):
         super()._validate_params()
         check_int("n_estimators", self.n_estimators)
         check_option("method", self.method, METHODS)
+        check_option("engine", self.engine, ENGINES)
+        if self.max_members_per_pass is not None:
+            check_int("max_members_per_pass", self.max_members_per_pass)
         check_int("n_samples", self.n_samples)
         check_int("swa_freq", self.swa_freq)
         if self.scale is not None:
@@ -324,7 +343,12 @@ class SWAGClassifier(BaseNeuralClassifier):
         progress: Progress,
         sample_weight: np.ndarray | None = None,
     ) -> None:
-        fit_sequential(nets, X, y, seeds, progress, sample_weight)
+        choice = train_members(
+            nets, X, y, seeds, progress, engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
+        )
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason
         networks: list[torch.nn.Module] = []
         moments = []
         for net, seed in zip(nets, seeds):

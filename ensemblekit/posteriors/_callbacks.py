@@ -53,14 +53,23 @@ class SWAGCollector(Callback):
         return self
 
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
-        if self.swa_lr is not None and _epoch(net) >= self.swa_start:
-            for group in net.optimizer_.param_groups:
-                group["lr"] = self.swa_lr
+        self.on_stacked_epoch_begin(_epoch(net), net.optimizer_.param_groups)
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        epoch = _epoch(net)
+        self.on_stacked_epoch_end(_epoch(net), net.module_)
+
+    # The vectorised engine calls these two with the stacked optimizer's groups and
+    # the member's module as it stands after each epoch (zero-based).
+    def on_stacked_epoch_begin(self, epoch: int, param_groups: list[dict[str, Any]]) -> None:
+        """Set the SWA learning rate from ``swa_start`` on."""
+        if self.swa_lr is not None and epoch >= self.swa_start:
+            for group in param_groups:
+                group["lr"] = self.swa_lr
+
+    def on_stacked_epoch_end(self, epoch: int, module: torch.nn.Module) -> None:
+        """Collect the parameters every ``swa_freq`` epochs from ``swa_start`` on."""
         if epoch >= self.swa_start and (epoch - self.swa_start) % self.swa_freq == 0:
-            self.moments.collect(flatten_parameters(net.module_))
+            self.moments.collect(flatten_parameters(module))
 
 
 class CheckpointCollector(Callback):
