@@ -78,3 +78,16 @@ def test_engine_benchmark_prediction_case(tmp_path):
         "plain-loop", "predict_proba", "predict_proba (uncached)"}
     assert {r["rows"] for r in entry["results"]} == {64, 1_000, 10_000}
     assert "Load average" in (tmp_path / result.name.replace(".json", ".md")).read_text()
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick(tmp_path):
+    _run("bench_scale.py", "--quick", "--parts", "a,b,c", "--out", str(tmp_path))
+    (result,) = tmp_path.glob("scale_*quick.json")
+    data = json.loads(result.read_text())
+    without, with_memory = data["a"]["results"]
+    assert without["members_trained_per_fold"] == 15
+    assert with_memory["members_trained_per_fold"] == 8
+    assert data["a"]["max_abs_score_difference"] == 0.0
+    assert [r["engine"] for r in data["b"]["results"]] == ["vectorized", "sequential"]
+    assert (tmp_path / result.name.replace(".json", ".md")).is_file()

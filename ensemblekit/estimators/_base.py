@@ -15,7 +15,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,11 +46,19 @@ from ..engine import (
     resolve_checkpoint_epochs,
 )
 from ..models import MLP
+from ._cache import MemberCache
 from ._outputs import (
     LogProbaCriterion,
     outputs_to_log_proba,
     outputs_to_proba,
     predict_nonlinearity,
+)
+from ._parallel import (
+    check_n_jobs,
+    fit_new_members,
+    member_records,
+    resolve_devices,
+    set_member_state,
 )
 from ._probe import probe_member
 from ._sample_weight import training_weights
@@ -114,6 +122,11 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     ``NLLLoss``, as in skorch); ``output_kind_`` records which, and every prediction
     method turns them into probabilities.
     """
+
+    #: How the fitted attributes other than ``estimators_`` split into members and
+    #: join back (see ``_parallel.MEMBER_KINDS``); the member cache and the member
+    #: groups trained in parallel carry them.
+    _member_attributes: ClassVar[dict[str, str]] = {}
 
     # ----------------------------------------------------------- parameters
     def _store_routed(self, routed: dict[str, Any]) -> None:
@@ -216,6 +229,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
                              f"{type(self.callbacks).__name__}.")
         self._checkpoint_plan = _checkpoint_plan(self)
         _EarlyStopping.validate(self)
+        check_n_jobs(self.n_jobs)
+        resolve_devices(self.devices)
+        MemberCache.from_memory(self.memory)
 
     # ----------------------------------------------------------- data
     def _validate_training_data(
@@ -430,6 +446,10 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     def _bootstrap(self) -> bool:
         return False
 
+    def _trains_jointly(self) -> bool:
+        """Whether members trained together are faster than one by one."""
+        return False
+
     def _batches_with_replacement(self) -> bool:
         return False
 
@@ -504,31 +524,16 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             )
         first_partial = getattr(self, "_partial_classes", None) is not None
         splits = None if first_partial else _validation_splits(self, y, seeds, len(existing))
-        progress = Progress(len(new_seeds) * self.max_epochs, enabled=self.verbose > 0)
-        self._checkpoint_store = _checkpoint_store(self, n_members, len(existing))
-        try:
-            nets = [
-                self._make_member(int(s), len(existing) + i, X, device, progress,
-                                  self._bootstrap(), output_kind, sample_weight,
-                                  None if splits is None else splits[i], y)
-                for i, s in enumerate(new_seeds)
-            ]
-            if first_partial:
-                for net in nets:
-                    net.set_params(max_epochs=1)
-            self._fit_members(nets, X, y, [int(s) for s in new_seeds], progress,
-                              sample_weight=None if self._bootstrap() else sample_weight)
-        finally:
-            progress.close()
-            store, self._checkpoint_store = self._checkpoint_store, None
-        _set_checkpoints(self, store, len(existing), nets)
-        self.estimators_ = existing + nets
+        store = _checkpoint_store(self, n_members, len(existing))
+        kept = member_records(self, existing)
+        # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
+        records, device = fit_new_members(self, X, y, new_seeds, len(existing), device,
+                                          output_kind, store, sample_weight, splits,
+                                          one_epoch=first_partial)
+        _set_checkpoints(self, store, len(existing), [r["net"] for r in records])
+        set_member_state(self, kept + records)
         self.seeds_ = seeds
         _set_learning_curves(self, splits is not None)
-        for net in nets:
-            # Validation rows belong to this fit; continued training has none.
-            net.callbacks_ = [(name, cb) for name, cb in net.callbacks_
-                              if not isinstance(cb, (MonitorCallback, StopCallback))]
         self.device_ = device
         self.output_kind_ = output_kind
         # Built on the first prediction, reused until the members change; never pickled.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,6 +54,23 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         Rows evaluated at once at prediction time.
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
+    n_jobs : int or None, default=None
+        Groups of members trained at the same time through :class:`joblib.Parallel`:
+        loky worker processes by default, the workers of a Dask cluster inside
+        ``joblib.parallel_backend("dask")``. ``None`` means 1 unless a joblib backend
+        context sets it; ``-1`` means all CPUs. The members equal those of ``n_jobs=1``.
+        Ignored when ``devices`` is given.
+    devices : "all", list of str or None, default=None
+        Shard the members over these devices (one group and one worker process per
+        device) and gather them on the first one after training; ``"all"`` means
+        every visible CUDA device (the CPU when there is none). ``None`` trains on
+        ``device``.
+    memory : str, joblib.Memory or None, default=None
+        Cache of trained members, as in :class:`sklearn.pipeline.Pipeline`: a folder
+        or a :class:`joblib.Memory` whose folder is used. Each member is stored under
+        a key of everything that determines it (data, parameters, its seed) and
+        loaded instead of trained when asked for again, so a ``GridSearchCV`` over
+        ``n_estimators`` trains each member once. Needs an integer ``random_state``.
     engine : {"auto", "sequential", "vectorized"}, default="auto"
         How members are trained. ``"sequential"`` trains one skorch net after the
         other. ``"vectorized"`` stacks all members into one grouped network (each
@@ -167,7 +184,11 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
     input_shape_ : tuple of int
         Shape of one sample, ``X.shape[1:]``.
     device_ : str
-        Device the members were trained on.
+        Device the members are on: ``device``, or the first of ``devices``.
+    n_members_trained_ : int
+        Members the last call to :meth:`fit` trained.
+    n_members_loaded_ : int
+        Members the last call to :meth:`fit` loaded from ``memory``.
     output_kind_ : {"logits", "proba", "log_proba"}
         What the module returns, found at ``fit`` from the criterion and the
         module's outputs on a few training rows (skorch's conventions:
@@ -223,6 +244,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         batch_size: int = 128,
         predict_batch_size: int = 1024,
         device: str = "auto",
+        n_jobs: int | None = None,
+        devices: Any = None,
+        memory: Any = None,
         engine: str = "auto",
         max_members_per_pass: int | None = None,
         augment: Any = None,
@@ -253,6 +277,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         self.batch_size = batch_size
         self.predict_batch_size = predict_batch_size
         self.device = device
+        self.n_jobs = n_jobs
+        self.devices = devices
+        self.memory = memory
         self.engine = engine
         self.max_members_per_pass = max_members_per_pass
         self.augment = augment
@@ -292,6 +319,10 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
                 "lr_schedule must be None or a callable epoch -> learning-rate multiplier, "
                 f"got {self.lr_schedule!r}."
             )
+
+    _member_attributes: ClassVar[dict[str, str]] = {
+        "engine_": "shared", "engine_reason_": "shared",
+    }
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> DeepEnsembleClassifier:
@@ -347,6 +378,9 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
 
     def _n_members(self) -> int:
         return int(self.n_estimators)
+
+    def _trains_jointly(self) -> bool:
+        return self.engine != "sequential"
 
     def _bootstrap(self) -> bool:
         return bool(self.bootstrap)

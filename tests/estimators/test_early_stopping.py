@@ -239,3 +239,72 @@ def test_partial_fit_after_members_stopped_apart_falls_back(fitted):
     clf.partial_fit(X, y)
     np.testing.assert_array_equal(clf.n_iter_, before + 1)
     assert clf.engine_ == "sequential" and "different numbers of epochs" in clf.engine_reason_
+
+
+# ----------------------------------------------------------------- scale-out, cache
+def _cache_entries(folder):
+    return len(list((folder / "ensemblekit_members").glob("*.ekm")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["per_member", "shared"])
+def test_members_stopped_in_worker_processes_match_a_local_fit(split):
+    # Each member's validation rows and stopping rule travel to the worker that
+    # trains it; the curves and weights that come back are those of a local fit.
+    X, y = _noisy_digits(200)
+    params = dict(max_epochs=40, validation_split=split, module__hidden_layer_sizes=(32,))
+    local = _es("sequential", **params).fit(X, y)
+    remote = _es("sequential", **params, n_jobs=2).fit(X, y)
+    assert (local.n_iter_ < 40).any()
+    np.testing.assert_array_equal(remote.n_iter_, local.n_iter_)
+    np.testing.assert_array_equal(remote.best_epoch_, local.best_epoch_)
+    for m in range(3):
+        np.testing.assert_allclose(remote.validation_scores_[m], local.validation_scores_[m])
+        np.testing.assert_allclose(remote.loss_curve_[m], local.loss_curve_[m], rtol=1e-6)
+    np.testing.assert_allclose(remote.predict_member_proba(X), local.predict_member_proba(X),
+                               rtol=1e-6, atol=1e-7)
+    for net in remote.estimators_:  # no held-out rows left in the members
+        assert "ensemblekit_monitor" not in dict(net.callbacks_)
+
+
+def test_cache_never_reuses_members_across_early_stopping_settings(tmp_path):
+    X, y = _iris_std()
+    base = dict(n_estimators=2, max_epochs=30, lr=5e-2, batch_size=32, random_state=0,
+                device="cpu", module__hidden_layer_sizes=(8,), memory=str(tmp_path))
+    es = dict(early_stopping=True, n_iter_no_change=2, validation_fraction=0.2)
+    plain = DeepEnsembleClassifier(**base).fit(X, y)
+    assert plain.validation_scores_ is None and _cache_entries(tmp_path) == 2
+    stopped = DeepEnsembleClassifier(**base, **es).fit(X, y)
+    assert _cache_entries(tmp_path) == 4
+    assert stopped.validation_scores_ is not None
+    np.testing.assert_array_equal([len(s) for s in stopped.validation_scores_],
+                                  stopped.n_iter_)
+    # The same settings again: every member comes from the cache, curves included.
+    again = DeepEnsembleClassifier(**base, **es).fit(X, y)
+    assert _cache_entries(tmp_path) == 4 and again.n_members_loaded_ == 2
+    np.testing.assert_array_equal(again.n_iter_, stopped.n_iter_)
+    np.testing.assert_array_equal(again.best_epoch_, stopped.best_epoch_)
+    np.testing.assert_allclose(again.predict_proba(X), stopped.predict_proba(X))
+    # Any other early-stopping setting trains (and stores) new members.
+    count = 4
+    for change in (dict(n_iter_no_change=3), dict(tol=0.05), dict(validation_fraction=0.3),
+                   dict(validation_split="shared")):
+        other = DeepEnsembleClassifier(**base, **{**es, **change}).fit(X, y)
+        count += 2
+        assert other.n_members_loaded_ == 0, change
+        assert _cache_entries(tmp_path) == count, change
+
+
+def test_first_partial_fit_call_does_not_take_fully_trained_members(tmp_path):
+    X, y = _iris_std()
+    base = dict(n_estimators=2, max_epochs=5, random_state=0, device="cpu",
+                module__hidden_layer_sizes=(8,), memory=str(tmp_path))
+    full = DeepEnsembleClassifier(**base).fit(X, y)
+    np.testing.assert_array_equal(full.n_iter_, [5, 5])
+    inc = DeepEnsembleClassifier(**base).partial_fit(X, y, classes=[0, 1, 2])
+    np.testing.assert_array_equal(inc.n_iter_, [1, 1])
+    assert _cache_entries(tmp_path) == 4
+    # ... nor does a full fit take the one-epoch members of a first partial_fit call.
+    refit = DeepEnsembleClassifier(**base).fit(X, y)
+    np.testing.assert_array_equal(refit.n_iter_, [5, 5])
+    np.testing.assert_allclose(refit.predict_proba(X), full.predict_proba(X))
