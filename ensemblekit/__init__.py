@@ -9,17 +9,23 @@ to compare them.
 
 from .estimators import (
     DeepEnsembleClassifier,
+    DeepEnsembleRegressor,
     DropoutClassifier,
+    DropoutRegressor,
     SubspaceSamplingClassifier,
     SWAGClassifier,
+    SWAGRegressor,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DeepEnsembleClassifier",
+    "DeepEnsembleRegressor",
     "DropoutClassifier",
+    "DropoutRegressor",
     "SWAGClassifier",
+    "SWAGRegressor",
     "SubspaceSamplingClassifier",
     "__version__",
 ]

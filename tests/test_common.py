@@ -6,9 +6,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ensemblekit import (
     DeepEnsembleClassifier,
+    DeepEnsembleRegressor,
     DropoutClassifier,
+    DropoutRegressor,
     SubspaceSamplingClassifier,
     SWAGClassifier,
+    SWAGRegressor,
 )
 
 # Tiny configurations: the checks fit dozens of times on a few hundred rows.
@@ -22,6 +25,9 @@ def _estimators():
         SWAGClassifier(n_samples=3, swa_start=4, **_TINY),
         DropoutClassifier(n_samples=3, **_TINY),
         SubspaceSamplingClassifier(n_samples=3, **_TINY),
+        DeepEnsembleRegressor(n_estimators=2, **_TINY),
+        SWAGRegressor(n_samples=3, swa_start=4, **_TINY),
+        DropoutRegressor(n_samples=3, **_TINY),
     ]
 
 

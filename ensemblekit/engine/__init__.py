@@ -22,6 +22,7 @@ from ._checkpoints import CheckpointStore as CheckpointStore
 from ._checkpoints import resolve_checkpoint_epochs as resolve_checkpoint_epochs
 from ._dispatch import ENGINES, PRECISIONS, EngineChoice, train_members
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
+from ._losses import GaussianNLLCriterion, SquaredErrorCriterion, split_mean_variance
 from ._monitor import MemberMonitor as MemberMonitor
 from ._monitor import MonitorCallback as MonitorCallback
 from ._monitor import StopCallback as StopCallback
@@ -49,15 +50,18 @@ __all__ = [
     "ENGINES",
     "PRECISIONS",
     "EngineChoice",
+    "GaussianNLLCriterion",
     "GroupedNetwork",
     "GroupingError",
     "MemberPredictor",
+    "SquaredErrorCriterion",
     "StepSchedule",
     "VmapNetwork",
     "check_grouped",
     "group_modules",
     "predict_logits_sequential",
     "predict_member_logits",
+    "split_mean_variance",
     "stack_members",
     "train_members",
 ]

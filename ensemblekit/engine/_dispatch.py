@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from skorch import NeuralNet, NeuralNetClassifier
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.dataset import Dataset
 
 from ._augment import Augment, AugmentCallback
@@ -129,9 +129,10 @@ def vectorization_blocker(net: NeuralNet) -> str | None:
         return "the members do not draw their data order from a MemberSampler"
     if net.dataset is not Dataset or net.get_params_for("dataset"):
         return "a custom skorch dataset is used"
+    reference = NeuralNetRegressor if isinstance(net, NeuralNetRegressor) else NeuralNetClassifier
     for method in ("train_step", "train_step_single", "infer", "get_loss", "fit_loop",
                    "run_single_epoch"):
-        if getattr(type(net), method) is not getattr(NeuralNetClassifier, method):
+        if getattr(type(net), method) is not getattr(reference, method):
             return f"the member net overrides {method}"
     return None
 

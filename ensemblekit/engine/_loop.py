@@ -156,7 +156,7 @@ def _finish_monitored(
 
 
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
-    """A function of (outputs (M, B, C), targets (M, B)) returning each member's loss."""
+    """A function of (outputs (M, B, C), targets (M, B, ...)) returning each member's loss."""
     crit = nets[0].criterion_
     weighted = type(crit) is SampleWeightedLoss and not crit.log_input
     if weighted:
@@ -184,12 +184,23 @@ def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tens
 
         return cross_entropy
 
+    # Regression criteria (``_losses.py``) compute every member's loss at once.
+    if callable(getattr(crit, "member_losses", None)) and all(
+        type(net.criterion_) is type(crit) for net in nets
+    ):
+        return crit.member_losses
+
     def generic(out: Tensor, yb: Tensor) -> Tensor:
         return torch.stack([
             net.get_loss(out[m], yb[m], training=True) for m, net in enumerate(nets)
         ])
 
     return generic
+
+
+def _target_dtype(y: np.ndarray) -> torch.dtype:
+    """Class indices stay int64; regression targets train in float32."""
+    return torch.float32 if np.issubdtype(np.asarray(y).dtype, np.floating) else torch.int64
 
 
 @dataclass
@@ -416,8 +427,8 @@ def fit_vectorized(
         Configured, uninitialised member nets (see :func:`vectorization_blocker`).
     X : ndarray of shape (n_samples, ...)
         Training inputs, float32: feature vectors or (C, H, W) images.
-    y : ndarray of shape (n_samples,)
-        Encoded integer targets.
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        Encoded integer targets, or float regression targets.
     seeds : sequence of int
         One seed per member.
     progress : Progress, optional
@@ -487,7 +498,7 @@ def fit_vectorized(
     )
     Xd = torch.as_tensor(X).to(device)
     if sample_weight is None:
-        yd = torch.as_tensor(y, dtype=torch.int64).to(device)
+        yd = torch.as_tensor(y, dtype=_target_dtype(y)).to(device)
     else:
         yd = torch.as_tensor(weighted_targets(y, sample_weight)).to(device)
     size = len(nets) if max_members_per_pass is None else min(max_members_per_pass, len(nets))

@@ -106,8 +106,16 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return z
 
 
-class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
-    """Base class of the ensemble classifiers.
+class BaseNeuralEnsemble(BaseEstimator):
+    """Base class of the ensemble estimators, whatever the task.
+
+    It holds what classifiers and regressors share: parameter routing, input
+    validation, member construction, seeds, fit orchestration and pickling. The
+    task-specific parts are hooks: :meth:`_validate_training_data` (targets),
+    :meth:`_n_outputs` (output width of a member module), :meth:`_probe` (check
+    of a fresh member's outputs), :meth:`_member_criterion` and :meth:`_net_class`
+    (the member's loss and skorch class); see :class:`BaseNeuralClassifier` and
+    :class:`~ensemblekit.estimators.BaseNeuralRegressor`.
 
     Subclasses define ``__init__`` with explicit parameters plus ``**kwargs``
     that they pass to :meth:`_store_routed`; they say how many members to train
@@ -115,13 +123,13 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
     (:meth:`_fit_members`) and evaluated (:meth:`_member_logits`).
 
     Before training, ``fit`` builds the first member from its seed and runs it on a
-    few training rows: a failing forward pass (e.g. channels-last images), an output
-    width other than the number of classes, or outputs that contradict the criterion
-    raise a ``ValueError`` there. The module may return logits (with
-    ``CrossEntropyLoss``, the default), probabilities or log-probabilities (with
-    ``NLLLoss``, as in skorch); ``output_kind_`` records which, and every prediction
-    method turns them into probabilities.
+    few training rows (:meth:`_probe`): a failing forward pass (e.g. channels-last
+    images) or outputs of the wrong width raise a ``ValueError`` there.
     """
+
+    #: Whether the members' criterion takes the ``[targets, weight]`` rows of a weighted
+    #: fit itself (the regression criteria) instead of through ``SampleWeightedLoss``.
+    _criterion_reads_weights: ClassVar[bool] = False
 
     #: How the fitted attributes other than ``estimators_`` split into members and
     #: join back (see ``_parallel.MEMBER_KINDS``); the member cache and the member
@@ -234,54 +242,6 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         MemberCache.from_memory(self.memory)
 
     # ----------------------------------------------------------- data
-    def _validate_training_data(
-        self, X: Any, y: Any, reset: bool, subset: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            allow_nd=True,
-            dtype=(np.float32, np.float64),
-            ensure_all_finite=True,
-        )
-        check_classification_targets(y)
-        X = _as_float32(X)
-        if reset:
-            self.input_shape_ = tuple(X.shape[1:])
-        else:
-            self._check_input_shape(X)
-        encoder = LabelEncoder().fit(y)
-        declared = getattr(self, "_partial_classes", None)
-        if declared is not None or (subset and not reset):
-            known = declared if reset else self.classes_
-            unseen = np.setdiff1d(encoder.classes_, known)
-            if len(unseen):
-                raise ValueError(
-                    f"y holds labels {unseen.tolist()} that are not among the classes "
-                    f"{np.asarray(known).tolist()} declared on the first partial_fit call."
-                )
-            if reset:
-                if len(declared) < 2:
-                    raise ValueError(f"{type(self).__name__} needs at least 2 classes, got "
-                                     f"classes={declared.tolist()}.")
-                self.classes_ = declared
-            return X, np.searchsorted(self.classes_, y).astype(np.int64)
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes, but y contains "
-                f"only one class: {encoder.classes_[0]!r}."
-            )
-        if reset:
-            self.classes_ = encoder.classes_
-        elif not np.array_equal(encoder.classes_, self.classes_):
-            raise ValueError(
-                "warm_start=True needs the classes of the first fit "
-                f"{self.classes_.tolist()}, got {encoder.classes_.tolist()}."
-            )
-        return X, np.searchsorted(self.classes_, y).astype(np.int64)
-
     def _validate_predict_data(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(
@@ -332,7 +292,7 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         shape = X.shape[1:]
         values: dict[str, Any] = {
             "in_features": int(np.prod(shape)),
-            "num_classes": len(self.classes_),
+            "num_classes": self._n_outputs(),
         }
         if len(shape) == 3:
             values["in_channels"] = int(shape[0])
@@ -365,12 +325,12 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
         if "criterion__weight" in routed:
             routed["criterion__weight"] = _class_weight(routed["criterion__weight"],
-                                                        len(self.classes_))
-        criterion = nn.CrossEntropyLoss if self.criterion is None else self.criterion
+                                                        self._n_outputs())
+        criterion = self._member_criterion()
         nll = isinstance(criterion, nn.NLLLoss) or (
             isinstance(criterion, type) and issubclass(criterion, nn.NLLLoss)
         )
-        if sample_weight is not None and not bootstrap:
+        if sample_weight is not None and not bootstrap and not self._criterion_reads_weights:
             # Targets carry their weights; the loss is a weighted mean per batch.
             routed["criterion__loss"] = criterion
             routed["criterion__log_input"] = output_kind == "proba" and nll
@@ -404,16 +364,15 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         boot_weights = None
         if bootstrap and sample_weight is not None:
             boot_weights = sample_weight if rows is None else sample_weight[rows]
-        return NeuralNetClassifier(
+        return self._net_class()(
             module=module,
             criterion=criterion,
-            predict_nonlinearity=predict_nonlinearity(output_kind),
+            **self._net_task_kwargs(output_kind),
             optimizer=self.optimizer,
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=None,
-            classes=np.arange(len(self.classes_)),
             callbacks=callbacks or None,
             device=device,
             verbose=int(self.verbose >= 2),
@@ -424,6 +383,37 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             **{f"module__{k}": v for k, v in module_kwargs.items()},
             **routed,
         )
+
+    # ----------------------------------------------------------- task hooks
+    def _validate_training_data(
+        self, X: Any, y: Any, reset: bool, subset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validated float32 ``X`` and the targets as the members train on them.
+
+        ``subset=True`` (continued ``partial_fit`` calls) lets ``y`` hold only some
+        of the classes of the first call.
+        """
+        raise NotImplementedError
+
+    def _n_outputs(self) -> int:
+        """Output width of a member module (filled into ``num_classes``)."""
+        raise NotImplementedError
+
+    def _member_criterion(self) -> Any:
+        """The criterion class (or instance) of every member."""
+        raise NotImplementedError
+
+    def _net_class(self) -> type:
+        """The skorch class of the members."""
+        raise NotImplementedError
+
+    def _net_task_kwargs(self, output_kind: str) -> dict[str, Any]:
+        """Constructor arguments of the member net that depend on the task."""
+        return {}
+
+    def _probe(self, net: Any, seed: int, X: np.ndarray) -> str:
+        """Check a freshly built member on a few rows; return its output kind."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------- fitting
     def _n_members(self) -> int:
@@ -460,11 +450,12 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
             Training inputs: tabular rows or images (any number of trailing axes).
-        y : array-like of shape (n_samples,)
-            Class labels of any hashable type.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Class labels of any hashable type (classifiers), or real targets
+            (regressors, which also take several targets).
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each row, multiplied by the ``class_weight`` of
-            its class. Each batch's loss is the weighted mean of its per-sample
+            its class (classifiers). Each batch's loss is the weighted mean of its per-sample
             losses, ``sum_i w_i l_i / sum_i w_i``, so weights matter only
             relative to each other: ``c * ones`` trains exactly as no weights, for
             any ``c > 0``. Rows of weight 0 are removed before training. With
@@ -488,7 +479,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         growing = bool(getattr(self, "warm_start", False)) and hasattr(self, "estimators_")
         X, y = self._validate_training_data(X, y, reset=not growing)
         sample_weight = training_weights(
-            sample_weight, getattr(self, "class_weight", None), y, self.classes_
+            sample_weight, getattr(self, "class_weight", None), y,
+            getattr(self, "classes_", None),
         )
         if sample_weight is not None:
             keep = sample_weight > 0
@@ -513,9 +505,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         else:
             seeds = draw_member_seeds(self.random_state, n_members)
         new_seeds = seeds[len(existing):]
-        output_kind = probe_member(
+        output_kind = self._probe(
             self._make_member(int(new_seeds[0]), len(existing), X, device, None),
-            int(new_seeds[0]), X, len(self.classes_),
+            int(new_seeds[0]), X,
         )
         if growing and output_kind != getattr(self, "output_kind_", "logits"):
             raise ValueError(
@@ -623,6 +615,117 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
             predictor = MemberPredictor(size)  # not kept: predicting leaves self unchanged
         return predictor(modules, X, self.predict_batch_size)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ----------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Fitted torch objects other than the skorch members (which handle devices
+        # themselves) are stored as torch.save bytes, so that an estimator fitted on a
+        # GPU can be unpickled and used where no GPU exists.
+        state = dict(super().__getstate__())
+        for key, value in state.items():
+            if key.endswith("_") and key != "estimators_" and _holds_torch(value):
+                buffer = io.BytesIO()
+                torch.save(value, buffer)
+                state[key] = _TorchBytes(buffer.getvalue())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        location = None if torch.cuda.is_available() else "cpu"
+        for key, value in state.items():
+            if isinstance(value, _TorchBytes):
+                state[key] = torch.load(
+                    io.BytesIO(value.data), map_location=location, weights_only=False
+                )
+        super().__setstate__(state)
+
+
+class BaseNeuralClassifier(ClassifierMixin, BaseNeuralEnsemble):
+    """Base class of the ensemble classifiers.
+
+    Adds what is specific to classification to :class:`BaseNeuralEnsemble`: label
+    encoding (``classes_``), the members' criterion (``CrossEntropyLoss`` by
+    default), what the module returns and the reduction of the member axis to one
+    predictive distribution.
+
+    The first member's outputs on a few training rows must have one column per
+    class and agree with the criterion. The module may return logits (with
+    ``CrossEntropyLoss``, the default), probabilities or log-probabilities (with
+    ``NLLLoss``, as in skorch); ``output_kind_`` records which, and every prediction
+    method turns them into probabilities.
+    """
+
+    # ----------------------------------------------------------- task hooks
+    def _validate_training_data(
+        self, X: Any, y: Any, reset: bool, subset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            allow_nd=True,
+            dtype=(np.float32, np.float64),
+            ensure_all_finite=True,
+        )
+        check_classification_targets(y)
+        X = _as_float32(X)
+        if reset:
+            self.input_shape_ = tuple(X.shape[1:])
+        else:
+            self._check_input_shape(X)
+        encoder = LabelEncoder().fit(y)
+        declared = getattr(self, "_partial_classes", None)
+        if declared is not None or (subset and not reset):
+            known = declared if reset else self.classes_
+            unseen = np.setdiff1d(encoder.classes_, known)
+            if len(unseen):
+                raise ValueError(
+                    f"y holds labels {unseen.tolist()} that are not among the classes "
+                    f"{np.asarray(known).tolist()} declared on the first partial_fit call."
+                )
+            if reset:
+                if len(declared) < 2:
+                    raise ValueError(f"{type(self).__name__} needs at least 2 classes, got "
+                                     f"classes={declared.tolist()}.")
+                self.classes_ = declared
+            return X, np.searchsorted(self.classes_, y).astype(np.int64)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes, but y contains "
+                f"only one class: {encoder.classes_[0]!r}."
+            )
+        if reset:
+            self.classes_ = encoder.classes_
+        elif not np.array_equal(encoder.classes_, self.classes_):
+            raise ValueError(
+                "warm_start=True needs the classes of the first fit "
+                f"{self.classes_.tolist()}, got {encoder.classes_.tolist()}."
+            )
+        return X, np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _member_criterion(self) -> Any:
+        return nn.CrossEntropyLoss if self.criterion is None else self.criterion
+
+    def _net_class(self) -> type:
+        return NeuralNetClassifier
+
+    def _net_task_kwargs(self, output_kind: str) -> dict[str, Any]:
+        return {
+            "predict_nonlinearity": predict_nonlinearity(output_kind),
+            "classes": np.arange(len(self.classes_)),
+        }
+
+    def _probe(self, net: Any, seed: int, X: np.ndarray) -> str:
+        return probe_member(net, seed, X, len(self.classes_))
+
+    # ----------------------------------------------------------- prediction
     def predict_member_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of every member.
 
@@ -696,33 +799,6 @@ class BaseNeuralClassifier(ClassifierMixin, BaseEstimator):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
-    # ----------------------------------------------------------- pickling
-    def __getstate__(self) -> dict[str, Any]:
-        # Fitted torch objects other than the skorch members (which handle devices
-        # themselves) are stored as torch.save bytes, so that an estimator fitted on a
-        # GPU can be unpickled and used where no GPU exists.
-        state = dict(super().__getstate__())
-        for key, value in state.items():
-            if key.endswith("_") and key != "estimators_" and _holds_torch(value):
-                buffer = io.BytesIO()
-                torch.save(value, buffer)
-                state[key] = _TorchBytes(buffer.getvalue())
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        location = None if torch.cuda.is_available() else "cpu"
-        for key, value in state.items():
-            if isinstance(value, _TorchBytes):
-                state[key] = torch.load(
-                    io.BytesIO(value.data), map_location=location, weights_only=False
-                )
-        super().__setstate__(state)
 
 
 class _EarlyStopping:

@@ -303,6 +303,10 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
 
     def _validate_params(self) -> None:
         super()._validate_params()
+        self._validate_method_params()
+
+    def _validate_method_params(self) -> None:
+        # Shared with the regressor of the same method.
         check_int("n_estimators", self.n_estimators)
         check_option("engine", self.engine, ENGINES)
         check_option("precision", self.precision, PRECISIONS)

@@ -264,6 +264,10 @@ class DropoutClassifier(BaseNeuralClassifier):
 
     def _validate_params(self) -> None:
         super()._validate_params()
+        self._validate_method_params()
+
+    def _validate_method_params(self) -> None:
+        # Shared with the regressor of the same method.
         check_int("n_estimators", self.n_estimators)
         check_int("n_samples", self.n_samples)
 
@@ -333,7 +337,7 @@ class DropoutClassifier(BaseNeuralClassifier):
         if not dropout_layers(nets[0].module_):
             names = ", ".join(cls.__name__ for cls in SUPPORTED_DROPOUT)
             raise ValueError(
-                f"DropoutClassifier needs a module with a dropout layer of positive rate "
+                f"{type(self).__name__} needs a module with a dropout layer of positive rate "
                 f"({names}), but {type(nets[0].module_).__name__} has none. With "
                 "module=None, set module__dropout > 0."
             )

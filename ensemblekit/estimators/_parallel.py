@@ -39,7 +39,8 @@ from ._validation import resolve_device
 MEMBER_KINDS = ("item", "chunk", "row", "shared")
 
 # Fitted attributes a worker needs to build members; every other one stays home.
-_TRAINER_ATTRIBUTES = ("classes_", "n_features_in_", "feature_names_in_", "input_shape_")
+_TRAINER_ATTRIBUTES = ("classes_", "n_features_in_", "feature_names_in_", "input_shape_",
+                       "n_targets_", "y_mean_", "y_std_")
 # Private state of an earlier fit that workers have no use for.
 _TRAINER_EXCLUDED = ("_member_predictor", "_checkpoint_store")
 

@@ -53,6 +53,27 @@ def probe_member(net: NeuralNet, seed: int, X: np.ndarray, n_classes: int) -> Ou
         layer expects and a layout hint), when the module does not return a tensor
         of shape (n_rows, n_classes), or when its outputs contradict the criterion.
     """
+    out = probe_outputs(net, seed, X, "n_classes", n_classes)
+    name = type(net.module_).__name__
+    if out.shape[1] != n_classes:
+        raise ValueError(
+            f"The module {name} returns {out.shape[1]} outputs per sample, but y has "
+            f"{n_classes} classes: the output width must equal the number of classes "
+            "(a module class with a num_classes argument gets it from the data unless "
+            "module__num_classes is routed)."
+        )
+    return resolve_output_kind(net.criterion_, out.detach().float().cpu().numpy(), name)
+
+
+def probe_outputs(
+    net: NeuralNet, seed: int, X: np.ndarray, width_name: str, width: int
+) -> torch.Tensor:
+    """Build ``net`` from ``seed`` and return its eval-mode outputs on a few rows of ``X``.
+
+    Raises a ``ValueError`` naming the problem when the forward pass fails or the
+    outputs are not a tensor of shape ``(n_rows, width_name)``; the width itself is
+    checked by the caller, whose message knows what it means.
+    """
     _warn_if_channels_last(X)
     initialize_member(net, seed)
     module = net.module_
@@ -69,22 +90,15 @@ def probe_member(net: NeuralNet, seed: int, X: np.ndarray, n_classes: int) -> Ou
         module.train(was_training)
     if not isinstance(out, torch.Tensor):
         raise ValueError(
-            f"The module {name} must return a tensor of shape (n_samples, n_classes), "
+            f"The module {name} must return a tensor of shape (n_samples, {width_name}), "
             f"got {type(out).__name__}."
         )
     if out.dim() != 2 or out.shape[0] != len(rows):
         raise ValueError(
-            f"The module {name} must return outputs of shape (n_samples, n_classes) = "
-            f"({len(rows)}, {n_classes}) for {len(rows)} input rows, got {tuple(out.shape)}."
+            f"The module {name} must return outputs of shape (n_samples, {width_name}) = "
+            f"({len(rows)}, {width}) for {len(rows)} input rows, got {tuple(out.shape)}."
         )
-    if out.shape[1] != n_classes:
-        raise ValueError(
-            f"The module {name} returns {out.shape[1]} outputs per sample, but y has "
-            f"{n_classes} classes: the output width must equal the number of classes "
-            "(a module class with a num_classes argument gets it from the data unless "
-            "module__num_classes is routed)."
-        )
-    return resolve_output_kind(net.criterion_, out.detach().float().cpu().numpy(), name)
+    return out
 
 
 def _first_weighted_layer(module: nn.Module) -> nn.Module | None:

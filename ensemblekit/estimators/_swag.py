@@ -306,6 +306,10 @@ class SWAGClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
         super()._validate_params()
+        self._validate_method_params()
+
+    def _validate_method_params(self) -> None:
+        # Shared with the regressor of the same method.
         check_int("n_estimators", self.n_estimators)
         check_option("method", self.method, METHODS)
         check_option("engine", self.engine, ENGINES)

@@ -6,6 +6,10 @@ n_classes)``. Probabilities must be finite, non-negative and sum to 1 along the 
 within an absolute tolerance of ``1e-3``; anything else raises a ValueError. True labels are
 integer column indices ``0 .. n_classes - 1`` unless a ``labels`` array maps them.
 Logarithms are natural (nats).
+
+Regression metrics score the Gaussian mixture of the members: member means and standard
+deviations of shape ``(n_members, n_samples)`` or ``(n_members, n_samples, n_targets)``
+(what a regressor's ``predict_member`` returns) with true targets ``y_true``.
 """
 
 from ._calibration import (
@@ -32,6 +36,16 @@ from ._ood import (
     ood_auroc,
     predictive_entropy,
 )
+from ._regression import (
+    crps,
+    gaussian_nll,
+    interval_calibration_curve,
+    interval_calibration_error,
+    interval_coverage,
+    interval_width,
+    mixture_cdf,
+    predictive_interval,
+)
 from ._scorers import get_scorer, get_scorer_names, make_ood_scorer
 from ._weights import (
     weight_cosine_similarity,
@@ -44,6 +58,7 @@ __all__ = [
     "EnsembleSizeCurve",
     "accuracy",
     "brier_score",
+    "crps",
     "disagreement",
     "diversity_accuracy_limits",
     "ensemble_proba",
@@ -51,12 +66,18 @@ __all__ = [
     "expected_calibration_error",
     "expected_entropy",
     "fpr_at_95_tpr",
+    "gaussian_nll",
     "get_scorer",
     "get_scorer_names",
+    "interval_calibration_curve",
+    "interval_calibration_error",
+    "interval_coverage",
+    "interval_width",
     "js_diversity",
     "make_ood_scorer",
     "max_probability",
     "mean_pairwise_disagreement",
+    "mixture_cdf",
     "mutual_information",
     "negative_log_likelihood",
     "normalized_disagreement",
@@ -65,6 +86,7 @@ __all__ = [
     "pairwise_disagreement",
     "pairwise_kl",
     "predictive_entropy",
+    "predictive_interval",
     "weight_cosine_similarity",
     "weight_cosine_similarity_matrix",
     "weight_distance",

@@ -34,6 +34,7 @@ from ._ood import (
     ood_auroc,
     predictive_entropy,
 )
+from ._regression import REGRESSION_SCORERS
 from ._validation import check_member_proba, encode_labels, to_numpy
 
 ScoreFunc = Callable[[np.ndarray, "np.ndarray | None"], float]
@@ -174,6 +175,8 @@ _SCORERS: dict[str, _MemberProbaScorer] = {
         _MemberProbaScorer("js_diversity", _js_diversity, needs_y=False),
     )
 }
+# Scorers of regressors, from their members' means and standard deviations.
+_SCORERS.update(REGRESSION_SCORERS)  # type: ignore[arg-type]
 
 
 def get_scorer_names(*, ensemble_only: bool = False) -> list[str]:
@@ -193,8 +196,9 @@ def get_scorer_names(*, ensemble_only: bool = False) -> list[str]:
     --------
     >>> from ensemblekit.metrics import get_scorer_names
     >>> get_scorer_names(ensemble_only=True)  # doctest: +NORMALIZE_WHITESPACE
-    ['disagreement', 'js_diversity', 'neg_expected_calibration_error',
-     'neg_multiclass_brier_score', 'normalized_disagreement']
+    ['disagreement', 'interval_coverage_90', 'js_diversity', 'neg_crps',
+     'neg_expected_calibration_error', 'neg_gaussian_nll', 'neg_interval_calibration_error',
+     'neg_interval_width_90', 'neg_multiclass_brier_score', 'normalized_disagreement']
     >>> "neg_log_loss" in get_scorer_names()
     True
     """
@@ -243,7 +247,17 @@ def get_scorer(scoring: Any) -> Any:
                                             ``UndefinedMetricWarning`` if every member is
                                             right on every sample)
     ``"js_diversity"``                      :func:`js_diversity` of the members
+    ``"neg_gaussian_nll"``                  regressors: minus :func:`gaussian_nll` of the
+                                            mixture of the members' Gaussians
+    ``"neg_crps"``                          regressors: minus :func:`crps` of that mixture
+    ``"neg_interval_calibration_error"``    regressors: minus
+                                            :func:`interval_calibration_error`
+    ``"interval_coverage_90"``              regressors: :func:`interval_coverage` at 0.9
+    ``"neg_interval_width_90"``             regressors: minus :func:`interval_width` at 0.9
     ======================================  ====================================================
+
+    The regression scorers call ``estimator.predict_member(X)`` (means and standard
+    deviations, see :mod:`ensemblekit.metrics`), inside a fitted search or a Pipeline too.
 
     With a single member, ``"disagreement"`` and ``"normalized_disagreement"`` return 0 (a
     network does not disagree with itself), as ``"js_diversity"`` does by its definition;

@@ -28,7 +28,9 @@ EXAMPLES_REQUIRED = ("ensemblekit.estimators", "ensemblekit.metrics", "ensemblek
                      "ensemblekit.datasets", "ensemblekit.landscape", "ensemblekit.plotting")
 # Result containers and base classes are shown through the functions that build them.
 EXAMPLES_EXEMPT = {"ensemblekit.metrics.EnsembleSizeCurve",
-                   "ensemblekit.estimators.BaseNeuralClassifier"}
+                   "ensemblekit.estimators.BaseNeuralClassifier",
+                   "ensemblekit.estimators.BaseNeuralEnsemble",
+                   "ensemblekit.estimators.BaseNeuralRegressor"}
 
 
 def conf_setting(name: str):

@@ -83,8 +83,18 @@ def _expected(name, member_proba, y_idx):
     return np.dot(ratios, errors) / np.sum(errors)
 
 
+# Tested with the regressors in test_metrics_regression.py.
+REGRESSION_SCORER_NAMES = [
+    "interval_coverage_90",
+    "neg_crps",
+    "neg_gaussian_nll",
+    "neg_interval_calibration_error",
+    "neg_interval_width_90",
+]
+
+
 def test_scorer_names():
-    assert get_scorer_names(ensemble_only=True) == SCORER_NAMES
+    assert get_scorer_names(ensemble_only=True) == sorted(SCORER_NAMES + REGRESSION_SCORER_NAMES)
     assert get_scorer_names() == sorted(get_scorer_names())
 
 
@@ -111,7 +121,8 @@ def test_sklearn_names_return_sklearn_scorers(fitted, iris_named):
         assert type(ours) is type(theirs), name
         assert repr(ours) == repr(theirs), name
     assert set(sklearn_get_scorer_names()) < set(get_scorer_names())
-    assert set(get_scorer_names()) - set(sklearn_get_scorer_names()) == set(SCORER_NAMES)
+    assert set(get_scorer_names()) - set(sklearn_get_scorer_names()) == set(
+        SCORER_NAMES + REGRESSION_SCORER_NAMES)
     # ... and they score like scikit-learn's metrics of predict / predict_proba.
     assert get_scorer("accuracy")(fitted, X, y) == pytest.approx(
         accuracy_score(y, fitted.predict(X))
