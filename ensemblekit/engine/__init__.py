@@ -23,6 +23,9 @@ from ._checkpoints import resolve_checkpoint_epochs as resolve_checkpoint_epochs
 from ._dispatch import ENGINES, PRECISIONS, EngineChoice, train_members
 from ._grouped import GroupedNetwork, GroupingError, check_grouped, group_modules
 from ._losses import GaussianNLLCriterion, SquaredErrorCriterion, split_mean_variance
+from ._monitor import MemberMonitor as MemberMonitor
+from ._monitor import MonitorCallback as MonitorCallback
+from ._monitor import StopCallback as StopCallback
 from ._predict import MemberPredictor, predict_member_logits
 from ._progress import Progress as Progress
 from ._progress import ProgressCallback as ProgressCallback

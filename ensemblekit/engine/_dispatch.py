@@ -15,6 +15,7 @@ from ._augment import Augment, AugmentCallback
 from ._checkpoints import CheckpointCallback
 from ._grouped import GroupingError
 from ._loop import fit_vectorized
+from ._monitor import MonitorCallback, StopCallback
 from ._progress import Progress, ProgressCallback
 from ._randomness import MemberSampler
 from ._schedule import LRScheduleCallback, Schedule
@@ -78,7 +79,7 @@ def _user_callbacks(net: NeuralNet) -> list[str]:
     for entry in net.callbacks or []:
         name, cb = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
         if isinstance(cb, (ProgressCallback, AugmentCallback, LRScheduleCallback,
-                           CheckpointCallback)):
+                           CheckpointCallback, MonitorCallback, StopCallback)):
             continue
         if callable(getattr(cb, "on_stacked_epoch_end", None)):
             continue  # it declares what it does per epoch (see fit_vectorized)
@@ -149,6 +150,8 @@ def train_members(
     precision: str = "fp32",
     lr_schedule: Schedule | None = None,
     sample_weight: np.ndarray | None = None,
+    initialize: bool = True,
+    epochs: int | None = None,
 ) -> EngineChoice:
     """Train member nets with the requested engine, falling back where needed.
 
@@ -183,6 +186,11 @@ def train_members(
     sample_weight : ndarray of shape (n_samples,) or None, default=None
         As in :func:`fit_vectorized`; also applied by the sequential engine.
 
+    initialize : bool, default=True
+        ``False`` continues training fitted members (see :func:`fit_vectorized`).
+    epochs : int, optional
+        Epochs to run (default: the nets' ``max_epochs``).
+
     Returns
     -------
     choice : EngineChoice
@@ -195,7 +203,8 @@ def train_members(
         blocker = next((b for b in map(vectorization_blocker, nets) if b), None)
         if blocker is None and nets:
             for net, seed in zip(nets, seeds):
-                initialize_member(net, int(seed))
+                if initialize:
+                    initialize_member(net, int(seed))
             probe = [net.module_ for net in nets[: max_members_per_pass or len(nets)]]
             try:
                 stack_members(probe, X.shape[1:], training=True)
@@ -207,7 +216,7 @@ def train_members(
                     nets, X, y, seeds, progress, max_members_per_pass=max_members_per_pass,
                     augment=augment, precision=precision, lr_schedule=lr_schedule,
                     initialize=False,  # the members were built from their seeds for the probe
-                    sample_weight=sample_weight,
+                    sample_weight=sample_weight, epochs=epochs,
                 )
             except GroupingError as exc:
                 # fit_sequential builds every member again from its seed.
@@ -231,5 +240,6 @@ def train_members(
         for net in nets:
             net.callbacks = [*(net.callbacks or []),
                              ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
-    fit_sequential(nets, X, y, seeds, progress, sample_weight)
+    fit_sequential(nets, X, y, seeds, progress, sample_weight, initialize=initialize,
+                   epochs=epochs)
     return EngineChoice("sequential", reason)

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +26,11 @@ from torch import Tensor, nn
 from ._augment import Augment, augment_seed
 from ._checkpoints import checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped
+from ._monitor import MonitorCallback, monitor_callback
 from ._progress import Progress
-from ._randomness import derive_seed, epoch_indices, seeded_torch
+from ._randomness import derive_seed, seeded_torch
 from ._schedule import Schedule, scheduled_lr
-from ._sequential import initialize_member, module_device, train_seed
+from ._sequential import continued_train_seed, initialize_member, module_device, train_seed
 from ._stacking import _build_optimizer, _write_optimizer_state, stack_members
 from ._vmap import VmapNetwork
 from ._weights import SampleWeightedLoss, split_targets, weighted_targets
@@ -36,6 +38,121 @@ from ._weights import SampleWeightedLoss, split_targets, weighted_targets
 __all__ = ["fit_vectorized"]
 
 _VMAP_STREAM = 14
+
+
+@torch.no_grad()
+def _read_optimizer_state(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    nets: Sequence[NeuralNet],
+) -> None:
+    """Stack the member optimizers' states into the stacked optimizer (continued training).
+
+    The inverse of :func:`_write_optimizer_state`. Scalar entries (Adam's step count)
+    must agree across members.
+    """
+    owns = [dict(net.module_.named_parameters()) for net in nets]
+    for name, sp in stacked.named_member_parameters():
+        states = [net.optimizer_.state.get(own[name]) for net, own in zip(nets, owns)]
+        if not any(states):
+            continue
+        if not all(states):
+            raise GroupingError(f"only some members have optimizer state for {name}")
+        stacked_state: dict[str, Any] = {}
+        for key, first in states[0].items():
+            values = [state[key] for state in states]
+            shape = owns[0][name].shape
+            if isinstance(first, Tensor) and first.dim() > 0 and first.numel() == shape.numel():
+                buf = torch.zeros(sp.shape, dtype=first.dtype, device=sp.device)
+                parts = buf.view(len(nets), *shape)
+                for m, value in enumerate(values):
+                    parts[m].copy_(value.reshape(shape))
+                stacked_state[key] = buf.reshape(sp.shape)
+            else:
+                if any(not _same_value(first, value) for value in values[1:]):
+                    raise GroupingError(f"the members' optimizer states differ in {key!r}")
+                stacked_state[key] = first.clone() if isinstance(first, Tensor) else first
+        optimizer.state[sp] = stacked_state
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and bool(torch.equal(a.cpu(), b.cpu()))
+    return a == b
+
+
+def _monitor_epoch(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    modules: Sequence[nn.Module],
+    monitors: Sequence[MonitorCallback | None],
+    active: list[bool],
+    frozen: dict[int, tuple[dict[str, dict[str, Any]], list[float]]],
+    postfix: dict[str, str],
+) -> None:
+    """Score the running members on their validation rows; freeze those that stop.
+
+    A member that stops keeps the state it has now: its optimizer state and
+    learning rates are saved here and put back at the end, whatever later stacked
+    steps did to its slice, and its weights become those of its best epoch.
+    """
+    stacked.write_members(modules)
+    scores = []
+    for k, mon in enumerate(monitors):
+        if mon is None or not active[k]:
+            continue
+        if mon.monitor.end_epoch(modules[k]):
+            active[k] = False
+            frozen[k] = (_member_optimizer_state(stacked, optimizer, k, modules[k]),
+                         [group["lr"] for group in optimizer.param_groups])
+        scores.append(mon.monitor.scores[-1])
+    if scores:
+        postfix["valid"] = f"{float(np.mean(scores)):.4f}"
+
+
+@torch.no_grad()
+def _member_optimizer_state(
+    stacked: GroupedNetwork | VmapNetwork,
+    optimizer: torch.optim.Optimizer,
+    m: int,
+    module: nn.Module,
+) -> dict[str, dict[str, Any]]:
+    """Member ``m``'s slice of the stacked optimizer state, by parameter name."""
+    shapes = {name: p.shape for name, p in module.named_parameters()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, sp in stacked.named_member_parameters():
+        state = optimizer.state.get(sp)
+        if not state:
+            continue
+        member_state: dict[str, Any] = {}
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.numel() == sp.numel() and value.dim() > 0:
+                member_state[key] = stacked.member_slice(value, m, shapes[name]).clone()
+            elif isinstance(value, Tensor):
+                member_state[key] = value.clone()
+            else:
+                member_state[key] = value
+        out[name] = member_state
+    return out
+
+
+def _finish_monitored(
+    nets: Sequence[NeuralNet],
+    monitors: Sequence[MonitorCallback | None],
+    frozen: dict[int, tuple[dict[str, dict[str, Any]], list[float]]],
+) -> None:
+    """Stopped members get their saved optimizer state; every member its best weights."""
+    for k, (states, lrs) in frozen.items():
+        net = nets[k]
+        params = dict(net.module_.named_parameters())
+        for name, state in states.items():
+            net.optimizer_.state[params[name]] = state
+        for group, lr in zip(net.optimizer_.param_groups, lrs):
+            group["lr"] = lr
+    for net, mon in zip(nets, monitors):
+        if mon is not None:
+            mon.monitor.restore(net.module_)
+
 
 
 def _member_losses(nets: Sequence[NeuralNet]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -165,16 +282,35 @@ def _train_stacked(
     sample_shape = tuple(X.shape[1:])
     stacked.train()
     optimizer = _build_optimizer(stacked, nets[0])
+    # Continued training starts from the members' epochs and optimizer state.
+    firsts = [len(net.history) for net in nets]
+    if any(firsts):
+        if len(set(firsts)) > 1:
+            raise GroupingError("the members have trained different numbers of epochs")
+        _read_optimizer_state(stacked, optimizer, nets)
+    first = firsts[0]
     losses_of = _member_losses(nets)
     device = cfg.device
     gen_device = device if device.type == "cuda" else torch.device("cpu")
     # Every training-time draw of member m comes from its own stream, seeded as the
     # sequential engine seeds torch's global generator for it.
-    stacked.set_training_seeds([train_seed(int(s)) for s in seeds])
+    stacked.set_training_seeds([continued_train_seed(int(s), first) for s in seeds])
     aug_gens = [torch.Generator(device=gen_device).manual_seed(augment_seed(s)) for s in seeds]
-    n = X.shape[0]
+    # Each member's sampler says which rows it draws in each epoch (its own order,
+    # bootstrap resample and training rows), exactly as in the sequential engine.
+    samplers = [net.get_params_for("iterator_train")["sampler"] for net in nets]
+    n = len(samplers[0])
+    if any(len(sampler) != n for sampler in samplers):
+        raise GroupingError("the members train on different numbers of rows")
     m = len(nets)
     stop = n - n % cfg.batch_size if cfg.drop_last else n
+    monitors = [monitor_callback(net) for net in nets]
+    for mon in monitors:
+        if mon is not None:
+            mon.monitor.reset()
+    active = [True] * m
+    n_run = [0] * m
+    frozen: dict[int, tuple[dict[str, dict[str, Any]], list[float]]] = {}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
@@ -190,16 +326,13 @@ def _train_stacked(
             start_time = time.perf_counter()
             if cfg.lr_schedule is not None:
                 for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = scheduled_lr(base, cfg.lr_schedule, epoch)
+                    group["lr"] = scheduled_lr(base, cfg.lr_schedule, first + epoch)
             for hook in (h for member in hooks for h in member):
                 begin = getattr(hook, "on_stacked_epoch_begin", None)
                 if callable(begin):
                     begin(epoch, optimizer.param_groups)
-            order = torch.stack([
-                epoch_indices(int(s), epoch, n, cfg.bootstrap, cfg.bootstrap_weights,
-                              replacement=cfg.replacement)
-                for s in seeds
-            ]).to(device)
+            order = torch.stack([sampler.indices(first + epoch)
+                                 for sampler in samplers]).to(device)
             total = torch.zeros(m, device=device)
             n_batches = 0
             for start in range(0, stop, cfg.batch_size):
@@ -220,8 +353,9 @@ def _train_stacked(
             seen = max(stop, 1)
             epoch_losses = (total / seen).tolist()
             records.append((epoch_losses, n_batches, time.perf_counter() - start_time))
-            if progress is not None:
-                progress.advance(m, loss=f"{float(np.mean(epoch_losses)):.4f}")
+            running = [k for k in range(m) if active[k]]
+            for k in running:
+                n_run[k] += 1
             wanted = any(r is not None and r.wants(epoch) for r in recorders)
             if wanted or any(hooks):
                 stacked.write_members(modules)  # trajectories see what the members hold
@@ -232,19 +366,31 @@ def _train_stacked(
             for member_hooks, module in zip(hooks, modules):
                 for hook in member_hooks:
                     hook.on_stacked_epoch_end(epoch, module)
+            postfix = {"loss": f"{float(np.mean([epoch_losses[k] for k in running])):.4f}"}
+            if any(mon is not None for mon in monitors):
+                _monitor_epoch(stacked, optimizer, modules, monitors, active, frozen, postfix)
+            if progress is not None:
+                progress.advance(len(running), **postfix)
+            if not any(active):
+                break
     stacked.write_members(modules)
     _write_optimizer_state(stacked, optimizer, nets)
     for net in nets:
         # The member optimizers end where the stacked one did (scheduled learning rates).
         for own, stacked_group in zip(net.optimizer_.param_groups, optimizer.param_groups):
             own["lr"] = stacked_group["lr"]
+    _finish_monitored(nets, monitors, frozen)
     for k, net in enumerate(nets):
-        for epoch_losses, n_batches, duration in records:
+        scores = monitors[k].monitor.scores if monitors[k] is not None else None
+        for i, (epoch_losses, n_batches, duration) in enumerate(records[: n_run[k]]):
             net.history.new_epoch()
             net.history.record("epoch", len(net.history))
             net.history.record("train_loss", epoch_losses[k])
             net.history.record("train_batch_count", n_batches)
             net.history.record("dur", duration)
+            if scores is not None:
+                net.history.record("valid_acc", scores[i])
+                net.history.record("valid_acc_best", scores[i] > max(scores[:i], default=-1.0))
     if getattr(stacked, "member_by_member", False):
         form += (" [training draws random numbers: each member's forward pass runs "
                  "under its own stream]")
@@ -265,6 +411,7 @@ def fit_vectorized(
     lr_schedule: Schedule | None = None,
     initialize: bool = True,
     sample_weight: np.ndarray | None = None,
+    epochs: int | None = None,
 ) -> str:
     """Train member nets together, in one batched pass per step.
 
@@ -315,6 +462,11 @@ def fit_vectorized(
     sample_weight : ndarray of shape (n_samples,), optional
         Per-row loss weights, as in :func:`fit_sequential`.
 
+    epochs : int, optional
+        Epochs to run (default: the nets' ``max_epochs``). Members that have trained
+        already (a non-empty history) continue: their data order and random draws go
+        on from their epoch count, their optimizer state is carried over.
+
     Returns
     -------
     form : str
@@ -330,7 +482,7 @@ def fit_vectorized(
     if channels_last is None:
         channels_last = X.ndim == 4
     cfg = _Config(
-        max_epochs=int(nets[0].max_epochs),
+        max_epochs=int(nets[0].max_epochs if epochs is None else epochs),
         batch_size=batch_size,
         drop_last=drop_last,
         bootstrap=bootstrap,

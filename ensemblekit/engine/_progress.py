@@ -69,6 +69,9 @@ class ProgressCallback(Callback):
         postfix = {"member": self.member}
         if loss is not None:
             postfix["loss"] = f"{loss:.4f}"
+        valid = net.history[-1].get("valid_acc")
+        if valid is not None:
+            postfix["valid"] = f"{valid:.4f}"
         self.progress.advance(1, **postfix)
 
     def __getstate__(self) -> dict[str, Any]:

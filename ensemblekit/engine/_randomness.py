@@ -153,17 +153,23 @@ class MemberSampler(Sampler[int]):
         Whether to draw a bootstrap resample.
     weights : array-like of shape (n_samples,), optional
         Bootstrap only: row weights the resample is drawn in proportion to.
+    rows : array-like of shape (n_samples,), optional
+        The member's training rows (the others are held out, e.g. for validation):
+        the sampler yields ``rows[i]`` for each drawn position ``i``.
     replacement : bool, default=False
         Whether each epoch's rows are drawn with replacement (see :func:`epoch_indices`).
     """
 
     def __init__(self, n_samples: int, seed: int, bootstrap: bool = False,
-                 weights: Any = None, replacement: bool = False) -> None:
+                 weights: Any = None, rows: Any = None, replacement: bool = False) -> None:
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.bootstrap = bool(bootstrap)
         self.weights = None if weights is None else torch.as_tensor(weights,
                                                                     dtype=torch.float64)
+        self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
+        if self.rows is not None and len(self.rows) != self.n_samples:
+            raise ValueError(f"rows holds {len(self.rows)} indices, expected {n_samples}")
         self.replacement = bool(replacement)
         self.epoch = 0
 
@@ -171,10 +177,27 @@ class MemberSampler(Sampler[int]):
         """Start again from the first epoch."""
         self.epoch = 0
 
-    def __iter__(self) -> Iterator[int]:
-        indices = epoch_indices(self.seed, self.epoch, self.n_samples, self.bootstrap,
+    def indices(self, epoch: int) -> torch.Tensor:
+        """Return the rows drawn in one epoch, in order: what every engine trains on.
+
+        Parameters
+        ----------
+        epoch : int
+            Zero-based epoch number.
+
+        Returns
+        -------
+        rows : torch.Tensor of shape (n_samples,)
+            Row indices into the training data, on the CPU.
+        """
+        indices = epoch_indices(self.seed, epoch, self.n_samples, self.bootstrap,
                                 getattr(self, "weights", None),
                                 replacement=getattr(self, "replacement", False))
+        rows = getattr(self, "rows", None)
+        return indices if rows is None else rows[indices]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.indices(self.epoch)
         self.epoch += 1
         return iter(indices.tolist())
 

@@ -51,6 +51,16 @@ def train_seed(seed: int) -> int:
     return derive_seed(seed, _TRAIN_STREAM)
 
 
+def continued_train_seed(seed: int, first_epoch: int) -> int:
+    """Seed of a member's training-time draws in a run starting at ``first_epoch``.
+
+    A fresh fit draws from :func:`train_seed`; training continued later (one more
+    epoch by ``partial_fit``) starts a stream of its own, the same in every engine.
+    """
+    base = train_seed(seed)
+    return base if first_epoch == 0 else derive_seed(base, int(first_epoch))
+
+
 def initialize_member(net: NeuralNet, seed: int) -> NeuralNet:
     """Build a member's module, criterion and optimizer from its seed.
 
@@ -122,6 +132,9 @@ def fit_sequential(
     seeds: Sequence[int],
     progress: Progress | None = None,
     sample_weight: np.ndarray | None = None,
+    *,
+    initialize: bool = True,
+    epochs: int | None = None,
 ) -> None:
     """Train each member net in turn, each under its own seed.
 
@@ -140,21 +153,30 @@ def fit_sequential(
     sample_weight : ndarray of shape (n_samples,), optional
         Per-row loss weights; the nets' criterion must then be a
         :class:`~ensemblekit.engine.SampleWeightedLoss`.
+    initialize : bool, default=True
+        Build each member from its seed first; ``False`` continues training fitted
+        members (their data order and random draws go on from the epochs already
+        in their history).
+    epochs : int, optional
+        Epochs to run (default: each net's ``max_epochs``).
     """
     if sample_weight is not None:
         y = weighted_targets(y, sample_weight)
     for net, seed in zip(nets, seeds):
         sampler = net.get_params_for("iterator_train").get("sampler")
+        first = 0 if initialize else len(net.history)
         if sampler is not None and hasattr(sampler, "reset"):
             sampler.reset()
+            sampler.epoch = first
         # A DataLoader draws a worker base seed from torch's global generator each epoch;
         # its own generator keeps the member's training stream for the forward passes
         # alone, the stream every stacked form reproduces.
         net.iterator_train__generator = torch.Generator()
-        initialize_member(net, seed)
+        if initialize:
+            initialize_member(net, seed)
         try:
-            with seeded_torch(train_seed(seed)):
-                net.partial_fit(X, y)
+            with seeded_torch(continued_train_seed(seed, first)):
+                net.partial_fit(X, y, **({} if epochs is None else {"epochs": int(epochs)}))
         finally:
             # Only training needs it, and torch < 2.4 cannot pickle a Generator, which
             # would make the fitted member unpicklable.

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -31,12 +32,16 @@ from torch import nn
 from ..engine import (
     CheckpointCallback,
     CheckpointStore,
+    MemberMonitor,
     MemberPredictor,
     MemberSampler,
     ModuleCopy,
+    MonitorCallback,
     Progress,
     ProgressCallback,
     SampleWeightedLoss,
+    StopCallback,
+    derive_seed,
     draw_member_seeds,
     resolve_checkpoint_epochs,
 )
@@ -80,6 +85,9 @@ _RESERVED_ROUTED = (
 
 # Constructor arguments that are filled from the training data when a module
 # class accepts them and the user did not route a value.
+# Stream of the early-stopping validation split.
+_VALIDATION_STREAM = 31
+
 _DATA_DEPENDENT_ARGS = ("in_features", "num_classes", "in_channels", "input_size")
 
 
@@ -229,6 +237,7 @@ class BaseNeuralEnsemble(BaseEstimator):
             raise ValueError(f"callbacks must be a list of skorch callbacks or None, got "
                              f"{type(self.callbacks).__name__}.")
         self._checkpoint_plan = _checkpoint_plan(self)
+        _EarlyStopping.validate(self)
         check_n_jobs(self.n_jobs)
         resolve_devices(self.devices)
         MemberCache.from_memory(self.memory)
@@ -340,6 +349,8 @@ class BaseNeuralEnsemble(BaseEstimator):
         bootstrap: bool = False,
         output_kind: str = "logits",
         sample_weight: np.ndarray | None = None,
+        split: tuple[np.ndarray, np.ndarray] | None = None,
+        y: np.ndarray | None = None,
     ) -> NeuralNetClassifier:
         module, module_kwargs = self._module_spec(X)
         routed = {k: v for k, v in self._routed_params().items() if not k.startswith("module__")}
@@ -365,8 +376,25 @@ class BaseNeuralEnsemble(BaseEstimator):
         if store is not None:
             # First, so that a callback ending training (early stopping) cannot skip it.
             callbacks.insert(0, ("ensemblekit_trajectory", CheckpointCallback(store, index)))
+        rows = None
+        monitor = None
+        if split is not None and y is not None:
+            rows, valid = split
+            es = _EarlyStopping.of(self)
+            monitor = MemberMonitor(
+                X[valid], y[valid], None if sample_weight is None else sample_weight[valid],
+                es.n_iter_no_change, es.tol, self.predict_batch_size,
+            )
+            # Before the progress bar, which shows the score.
+            callbacks.append(("ensemblekit_monitor", MonitorCallback(monitor)))
         if progress is not None:
             callbacks.append(("ensemblekit_progress", ProgressCallback(progress, index)))
+        if monitor is not None:
+            callbacks.append(("ensemblekit_stop", StopCallback(monitor)))
+        n_rows = len(X) if rows is None else len(rows)
+        boot_weights = None
+        if bootstrap and sample_weight is not None:
+            boot_weights = sample_weight if rows is None else sample_weight[rows]
         return self._net_class()(
             module=module,
             criterion=criterion,
@@ -380,7 +408,7 @@ class BaseNeuralEnsemble(BaseEstimator):
             device=device,
             verbose=int(self.verbose >= 2),
             iterator_train__sampler=MemberSampler(
-                len(X), seed, bootstrap, sample_weight if bootstrap else None,
+                n_rows, seed, bootstrap, boot_weights, rows,
                 replacement=self._batches_with_replacement(),
             ),
             **{f"module__{k}": v for k, v in module_kwargs.items()},
@@ -388,8 +416,14 @@ class BaseNeuralEnsemble(BaseEstimator):
         )
 
     # ----------------------------------------------------------- task hooks
-    def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Validated float32 ``X`` and the targets as the members train on them."""
+    def _validate_training_data(
+        self, X: Any, y: Any, reset: bool, subset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validated float32 ``X`` and the targets as the members train on them.
+
+        ``subset=True`` (continued ``partial_fit`` calls) lets ``y`` hold only some
+        of the classes of the first call.
+        """
         raise NotImplementedError
 
     def _n_outputs(self) -> int:
@@ -511,17 +545,81 @@ class BaseNeuralEnsemble(BaseEstimator):
                 f"warm_start=True needs the module outputs of the first fit "
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
+        first_partial = getattr(self, "_partial_classes", None) is not None
+        splits = None if first_partial else _validation_splits(self, y, seeds, len(existing))
         store = _checkpoint_store(self, n_members, len(existing))
         kept = member_records(self, existing)
         # Cache look-ups, member groups over joblib workers or devices: _parallel.py.
         records, device = fit_new_members(self, X, y, new_seeds, len(existing), device,
-                                          output_kind, store, sample_weight)
+                                          output_kind, store, sample_weight, splits,
+                                          one_epoch=first_partial)
         _set_checkpoints(self, store, len(existing), [r["net"] for r in records])
         set_member_state(self, kept + records)
         self.seeds_ = seeds
+        _set_learning_curves(self, splits is not None)
         self.device_ = device
         self.output_kind_ = output_kind
         # Built on the first prediction, reused until the members change; never pickled.
+        self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
+        return self
+
+    # ----------------------------------------------------------- partial fit
+    def _continue_members(
+        self,
+        nets: Sequence[NeuralNetClassifier],
+        X: np.ndarray,
+        y: np.ndarray,
+        seeds: Sequence[int],
+        sample_weight: np.ndarray | None,
+    ) -> None:
+        """Train fitted members for one more epoch (estimators with ``partial_fit``)."""
+        raise NotImplementedError
+
+    def _partial_fit(self, X: Any, y: Any, classes: Any, sample_weight: Any) -> Any:
+        if getattr(self, "checkpoint_epochs", None) is not None:
+            raise ValueError("partial_fit does not record checkpoints: set "
+                             "checkpoint_epochs=None.")
+        if not hasattr(self, "estimators_"):
+            if classes is None:
+                raise ValueError(
+                    f"classes must be given on the first call to {type(self).__name__}"
+                    ".partial_fit: the labels of every class, as a batch may lack some."
+                )
+            self._partial_classes = np.unique(np.asarray(classes))
+            try:
+                return self.fit(X, y, sample_weight=sample_weight)
+            finally:
+                del self._partial_classes
+        self._validate_params()
+        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
+                                                      self.classes_):
+            raise ValueError(
+                f"classes={np.unique(np.asarray(classes)).tolist()} differs from the classes "
+                f"of the first call, {self.classes_.tolist()}."
+            )
+        X, y = self._validate_training_data(X, y, reset=False, subset=True)
+        weights = training_weights(sample_weight, getattr(self, "class_weight", None), y,
+                                   self.classes_)
+        if weights is not None:
+            keep = weights > 0
+            X, y, weights = X[keep], y[keep], weights[keep]
+        bootstrap = self._bootstrap()
+        for net, seed in zip(self.estimators_, self.seeds_):
+            # An attribute, as skorch stores routed parameters (its set_params would
+            # re-initialise parts of a fitted net).
+            net.iterator_train__sampler = MemberSampler(
+                len(X), int(seed), bootstrap, weights if bootstrap else None,
+                replacement=self._batches_with_replacement())
+        loss_weights = None if bootstrap else weights
+        if loss_weights is not None or any(isinstance(net.criterion_, SampleWeightedLoss)
+                                           for net in self.estimators_):
+            for net in self.estimators_:
+                net.criterion_ = _weighted_criterion(net.criterion_, self._output_kind())
+            if loss_weights is None:
+                loss_weights = np.ones(len(X))
+        self._continue_members(self.estimators_, X, y, [int(s) for s in self.seeds_],
+                               loss_weights)
+        _set_learning_curves(self, getattr(self, "validation_scores_", None) is not None)
         self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
         return self
 
@@ -592,7 +690,9 @@ class BaseNeuralClassifier(ClassifierMixin, BaseNeuralEnsemble):
     """
 
     # ----------------------------------------------------------- task hooks
-    def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _validate_training_data(
+        self, X: Any, y: Any, reset: bool, subset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(
             self,
             X,
@@ -609,6 +709,21 @@ class BaseNeuralClassifier(ClassifierMixin, BaseNeuralEnsemble):
         else:
             self._check_input_shape(X)
         encoder = LabelEncoder().fit(y)
+        declared = getattr(self, "_partial_classes", None)
+        if declared is not None or (subset and not reset):
+            known = declared if reset else self.classes_
+            unseen = np.setdiff1d(encoder.classes_, known)
+            if len(unseen):
+                raise ValueError(
+                    f"y holds labels {unseen.tolist()} that are not among the classes "
+                    f"{np.asarray(known).tolist()} declared on the first partial_fit call."
+                )
+            if reset:
+                if len(declared) < 2:
+                    raise ValueError(f"{type(self).__name__} needs at least 2 classes, got "
+                                     f"classes={declared.tolist()}.")
+                self.classes_ = declared
+            return X, np.searchsorted(self.classes_, y).astype(np.int64)
         if len(encoder.classes_) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes, but y contains "
@@ -715,6 +830,105 @@ class BaseNeuralClassifier(ClassifierMixin, BaseNeuralEnsemble):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+class _EarlyStopping:
+    """The validated early-stopping parameters an estimator declares."""
+
+    VALIDATION_SPLITS = ("per_member", "shared")
+
+    def __init__(self, estimator: Any) -> None:
+        self.enabled = bool(getattr(estimator, "early_stopping", False))
+        self.validation_fraction = float(getattr(estimator, "validation_fraction", 0.1))
+        self.n_iter_no_change = int(getattr(estimator, "n_iter_no_change", 10))
+        self.tol = float(getattr(estimator, "tol", 1e-4))
+        self.validation_split = getattr(estimator, "validation_split", "per_member")
+
+    @classmethod
+    def of(cls, estimator: Any) -> _EarlyStopping:
+        return cls(estimator)
+
+    @staticmethod
+    def validate(estimator: Any) -> None:
+        if not hasattr(estimator, "early_stopping"):
+            return
+        if not isinstance(estimator.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be True or False, got "
+                             f"{estimator.early_stopping!r}.")
+        check_float("validation_fraction", estimator.validation_fraction, high=1.0,
+                    high_inclusive=False)
+        check_int("n_iter_no_change", estimator.n_iter_no_change)
+        check_float("tol", estimator.tol, low_inclusive=True)
+        if estimator.validation_split not in _EarlyStopping.VALIDATION_SPLITS:
+            raise ValueError(
+                f"validation_split must be one of {list(_EarlyStopping.VALIDATION_SPLITS)}, "
+                f"got {estimator.validation_split!r}."
+            )
+        if estimator.early_stopping and estimator.checkpoint_epochs is not None:
+            raise ValueError(
+                "checkpoint_epochs cannot be combined with early_stopping=True: a member "
+                "that stops early records no later checkpoint."
+            )
+
+
+def _validation_splits(
+    estimator: Any, y: np.ndarray, seeds: np.ndarray, n_existing: int
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Each new member's (training rows, validation rows), or None without early stopping.
+
+    A stratified split of ``validation_fraction`` of the rows (scikit-learn's
+    ``train_test_split``, as ``MLPClassifier`` does), drawn from the member's seed, or
+    from the first member's seed for every member with ``validation_split="shared"``.
+    """
+    es = _EarlyStopping.of(estimator)
+    if not es.enabled:
+        return None
+    splits = []
+    rows = np.arange(len(y))
+    for seed in seeds[n_existing:]:
+        source = int(seeds[0]) if es.validation_split == "shared" else int(seed)
+        state = derive_seed(source, _VALIDATION_STREAM) % (2**32)
+        try:
+            train, valid = train_test_split(rows, test_size=es.validation_fraction,
+                                            stratify=y, random_state=state)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping=True holds out a stratified validation_fraction="
+                f"{es.validation_fraction} of the {len(y)} training rows, which is not "
+                f"possible here: {exc}"
+            ) from exc
+        splits.append((np.sort(train), np.sort(valid)))
+    return splits
+
+
+def _weighted_criterion(criterion: nn.Module, output_kind: str) -> SampleWeightedLoss:
+    """A fitted member's criterion taking ``[label, weight]`` targets."""
+    if isinstance(criterion, SampleWeightedLoss):
+        return criterion
+    if isinstance(criterion, LogProbaCriterion):
+        return SampleWeightedLoss(criterion.loss)
+    nll = isinstance(criterion, nn.NLLLoss)
+    return SampleWeightedLoss(criterion, log_input=output_kind == "proba" and nll)
+
+
+def _set_learning_curves(estimator: Any, validated: bool) -> None:
+    """Per-member curves read from the members' training histories."""
+    histories = [net.history for net in estimator.estimators_]
+    estimator.loss_curve_ = [[float(v) for v in h[:, "train_loss"]] if len(h) else []
+                             for h in histories]
+    estimator.n_iter_ = np.array([len(h) for h in histories], dtype=np.int64)
+    if not validated:
+        estimator.validation_scores_ = None
+        estimator.best_epoch_ = None
+        return
+    scores, best = [], []
+    for h in histories:
+        values = [row.get("valid_acc") for row in h]
+        scores.append([float(v) for v in values if v is not None])
+        flags = [i for i, row in enumerate(h) if row.get("valid_acc_best")]
+        best.append(flags[-1] if flags else -1)
+    estimator.validation_scores_ = scores
+    estimator.best_epoch_ = np.array(best, dtype=np.int64)
 
 
 def _checkpoint_plan(estimator: Any) -> tuple[np.ndarray, Any] | None:

@@ -181,6 +181,7 @@ def member_keys(
     seeds: Sequence[int],
     device: str,
     sample_weight: np.ndarray | None = None,
+    extras: Sequence[Any] | None = None,
 ) -> list[str]:
     """One cache key per seed: a digest of everything that determines a member.
 
@@ -188,7 +189,9 @@ def member_keys(
     parameter except those in :data:`NOT_IN_KEY` (routed parameters included;
     module instances and tensors by their values), the source of the module class
     when it can be read, the training data (inputs, encoded targets, classes, row
-    weights), the device type and the member's seed.
+    weights), the device type and the member's seed, and ``extras[i]`` when given:
+    what else sets member ``i`` apart (its early-stopping validation rows, a
+    one-epoch first ``partial_fit`` call).
 
     Raises
     ------
@@ -213,7 +216,14 @@ def member_keys(
         "device": torch.device(device).type,
     }
     base = joblib.hash(common)
-    return [joblib.hash((base, int(seed))) for seed in seeds]
+    if extras is None or all(_plain(e) for e in extras):
+        return [joblib.hash((base, int(seed))) for seed in seeds]
+    return [joblib.hash((base, int(seed), extra)) for seed, extra in zip(seeds, extras)]
+
+
+def _plain(extra: Any) -> bool:
+    # A full fit without early stopping keeps the keys it always had.
+    return extra is None or extra == (False, None)
 
 
 def _canonical(value: Any) -> Any:

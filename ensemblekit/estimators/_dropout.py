@@ -109,12 +109,41 @@ class DropoutClassifier(BaseNeuralClassifier):
         ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
         strings too) to weights, missing classes weighing 1; computed by
         :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the training rows for each
+        member and stop the member when its validation accuracy has not improved by
+        at least ``tol`` for more than ``n_iter_no_change`` epochs in a row (the rule
+        of :class:`sklearn.neural_network.MLPClassifier`); the member then gets back
+        the weights of its best epoch. Each member stops on its own; in the
+        vectorised engine a stopped member's state is frozen at its stopping epoch
+        while the others go on.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` tolerated before stopping.
+    tol : float, default=1e-4
+        Minimum improvement of the validation accuracy.
+    validation_split : {"per_member", "shared"}, default="per_member"
+        ``"per_member"``: each member draws its own validation rows from its seed;
+        ``"shared"``: every member holds out the same rows (drawn from the first
+        member's seed), the protocol of a single held-out set.
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
 
     Attributes
     ----------
+    loss_curve_ : list of list of float
+        Training loss (the weighted mean over the member's training rows) after each
+        epoch, one list per member (``estimators_[i]``).
+    n_iter_ : ndarray of shape (n_members,)
+        Epochs each member trained.
+    validation_scores_ : list of list of float or None
+        With ``early_stopping=True``: validation accuracy after each epoch, one list
+        per member; ``None`` otherwise.
+    best_epoch_ : ndarray of shape (n_members,) or None
+        With ``early_stopping=True``: zero-based epoch whose weights each member
+        holds (its best validation accuracy); ``None`` otherwise.
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs.
     seeds_ : ndarray of shape (n_estimators,)
@@ -200,6 +229,11 @@ class DropoutClassifier(BaseNeuralClassifier):
         verbose: int = 0,
         callbacks: list[Any] | None = None,
         class_weight: Any = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -221,6 +255,11 @@ class DropoutClassifier(BaseNeuralClassifier):
         self.verbose = verbose
         self.callbacks = callbacks
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
 
     def _validate_params(self) -> None:
@@ -233,6 +272,46 @@ class DropoutClassifier(BaseNeuralClassifier):
         check_int("n_samples", self.n_samples)
 
     _member_attributes: ClassVar[dict[str, str]] = {"n_samples_": "shared"}
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> DropoutClassifier:
+        """Train every member for one more epoch on ``(X, y)``.
+
+        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
+        call builds the members from their seeds (``classes`` is then required) and
+        trains them one epoch; each later call continues every member (weights,
+        optimizer state, data order and random draws go on from its epoch count) for
+        one epoch on the new rows, in the engine ``fit`` would use. Early stopping
+        does not apply; ``loss_curve_`` and ``n_iter_`` grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,)
+            Labels, all among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label; required on the first call, optional later (it must
+            then equal ``classes_``).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : estimator
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``classes`` is missing on the first call, ``y`` holds a label not
+            in ``classes``, or ``checkpoint_epochs`` is set.
+        """
+        return self._partial_fit(X, y, classes, sample_weight)
+
+    def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
+                          sample_weight: np.ndarray | None) -> None:
+        fit_sequential(nets, X, y, seeds, None, sample_weight, initialize=False, epochs=1)
 
     def _n_members(self) -> int:
         return int(self.n_estimators)

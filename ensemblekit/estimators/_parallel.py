@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import CheckpointStore, Progress, module_device
+from ..engine import CheckpointStore, MonitorCallback, Progress, StopCallback, module_device
 from ._cache import MemberCache, member_keys
 from ._validation import resolve_device
 
@@ -150,6 +150,8 @@ def train_group(
     sample_weight: np.ndarray | None = None,
     progress: Progress | None = None,
     ship_checkpoints: bool = False,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    one_epoch: bool = False,
 ) -> list[dict[str, Any]]:
     """Build and train one group of members; runs wherever joblib sends it.
 
@@ -173,6 +175,10 @@ def train_group(
     ship_checkpoints : bool, default=False
         Return the members' recorded trajectories with their records (their rows of
         the trainer's checkpoint store, which stays behind in a worker process).
+    splits : sequence of (ndarray, ndarray), optional
+        Each member's (training rows, validation rows) for early stopping.
+    one_epoch : bool, default=False
+        Train one epoch whatever ``max_epochs`` says (the first ``partial_fit`` call).
 
     Returns
     -------
@@ -188,11 +194,19 @@ def train_group(
     bootstrap = trainer._bootstrap()
     nets = [
         trainer._make_member(int(s), int(i), X, device, progress, bootstrap, output_kind,
-                             sample_weight)
-        for s, i in zip(seeds, indices)
+                             sample_weight, None if splits is None else splits[k], y)
+        for k, (s, i) in enumerate(zip(seeds, indices))
     ]
+    if one_epoch:
+        for net in nets:
+            net.set_params(max_epochs=1)
     trainer._fit_members(nets, X, y, [int(s) for s in seeds], bar,
                          sample_weight=None if bootstrap else sample_weight)
+    for net in nets:
+        # Validation rows belong to this fit; continued training has none (and the
+        # member travels and is cached without them).
+        net.callbacks_ = [(name, cb) for name, cb in net.callbacks_
+                          if not isinstance(cb, (MonitorCallback, StopCallback))]
     records = member_records(trainer, nets)
     store = getattr(trainer, "_checkpoint_store", None)
     if ship_checkpoints and store is not None:
@@ -211,6 +225,8 @@ def fit_new_members(
     output_kind: str = "logits",
     store: CheckpointStore | None = None,
     sample_weight: np.ndarray | None = None,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    one_epoch: bool = False,
 ) -> tuple[list[dict[str, Any]], str]:
     """Load or train the members of ``seeds``: the single dispatch point of ``fit``.
 
@@ -240,6 +256,11 @@ def fit_new_members(
         member of the whole ensemble; rows of loaded members come from the cache.
     sample_weight : ndarray of shape (n_samples,), optional
         Training weights of the rows; part of the data a member's key covers.
+    splits : sequence of (ndarray, ndarray), optional
+        Each member's (training rows, validation rows) with early stopping, one per
+        seed; part of the member's key.
+    one_epoch : bool, default=False
+        Train each member one epoch (the first ``partial_fit`` call); part of the key.
 
     Returns
     -------
@@ -268,7 +289,11 @@ def fit_new_members(
         cache = None
     if cache is not None:
         try:
-            keys = member_keys(estimator, X, y, seeds, target, sample_weight)
+            extras = [
+                (bool(one_epoch), None if splits is None else joblib.hash(splits[i][1]))
+                for i in range(len(seeds))
+            ]
+            keys = member_keys(estimator, X, y, seeds, target, sample_weight, extras)
         except Exception as exc:  # e.g. a lambda among the parameters
             warnings.warn(f"memory is not used: the parameters cannot be hashed ({exc}).",
                           UserWarning, stacklevel=3)
@@ -311,14 +336,14 @@ def fit_new_members(
         None if store is None
         else CheckpointStore(store.n_members, store.epochs) if remote else store
     )
-    epochs = int(estimator.max_epochs)
+    epochs = 1 if one_epoch else int(estimator.max_epochs)
     progress = Progress(len(missing) * epochs, enabled=verbose > 0)
     try:
         if not remote:
             results: Any = (
                 train_group(trainer, X, y, [seeds[i] for i in group],
                             [first + i for i in group], dev, output_kind, sample_weight,
-                            progress)
+                            progress, splits=_pick(splits, group), one_epoch=one_epoch)
                 for group, dev in zip(groups, group_devices)
             )
         else:
@@ -338,6 +363,7 @@ def fit_new_members(
                 joblib.delayed(train_group)(
                     trainer, X, y, [seeds[i] for i in group], [first + i for i in group], dev,
                     output_kind, sample_weight, ship_checkpoints=True,
+                    splits=_pick(splits, group), one_epoch=one_epoch,
                 )
                 for group, dev in zip(groups, group_devices)
             )
@@ -362,6 +388,10 @@ def fit_new_members(
     estimator.n_members_trained_ = len(missing)
     estimator.n_members_loaded_ = len(seeds) - len(missing)
     return done, target
+
+
+def _pick(splits: Sequence[Any] | None, group: Sequence[int]) -> list[Any] | None:
+    return None if splits is None else [splits[i] for i in group]
 
 
 def _trainer(estimator: Any) -> Any:

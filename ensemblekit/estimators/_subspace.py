@@ -188,6 +188,11 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
 
     Attributes
     ----------
+    loss_curve_ : list of list of float
+        Training loss (the weighted mean over the member's training rows) after each
+        epoch, one list per member (``estimators_[i]``).
+    n_iter_ : ndarray of shape (n_members,)
+        Epochs each member trained.
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs, holding :math:`\theta^*`.
     sample_networks_ : list of torch.nn.Module

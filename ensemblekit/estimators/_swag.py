@@ -159,6 +159,11 @@ class SWAGClassifier(BaseNeuralClassifier):
 
     Attributes
     ----------
+    loss_curve_ : list of list of float
+        Training loss (the weighted mean over the member's training rows) after each
+        epoch, one list per member (``estimators_[i]``).
+    n_iter_ : ndarray of shape (n_members,)
+        Epochs each member trained.
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs, holding the final SGD iterate.
     moments_ : list of SWAGMoments
