@@ -247,8 +247,9 @@ class BaseNeuralEnsemble(BaseEstimator):
         not accept, before skorch would fail with a raw ``TypeError``."""
         targets = {
             "module": MLP if self.module is None else self.module,
-            "optimizer": self.optimizer,
-            "criterion": self.criterion,
+            "optimizer": getattr(self, "optimizer", None),
+            # Regressors choose their criterion from ``loss``.
+            "criterion": getattr(self, "criterion", None),
         }
         for key in self._routed_params():
             prefix, _, name = key.partition("__")
@@ -269,7 +270,7 @@ class BaseNeuralEnsemble(BaseEstimator):
     def _validate_predict_data(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) >= 1 and (
+        if shape is not None and len(shape) >= 2 and (
             len(self.input_shape_) != 1 or len(shape) != 2
         ):
             # Image-like input: say which sample shape was expected, rather than
