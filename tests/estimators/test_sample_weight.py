@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sklearn
@@ -166,13 +168,44 @@ def test_invalid_sample_weight(weight, match):
 
 @pytest.mark.parametrize("class_weight, match", [
     ("balance", "class_weight must be"),
-    ({"a": 1.0}, "not in class_weight"),
+    ({"a": 1.0}, "not a class"),
     ({0: -1.0}, "non-negative"),
 ])
 def test_invalid_class_weight(class_weight, match):
     X, y = _iris()
     with pytest.raises(ValueError, match=match):
         _make("vectorized", class_weight=class_weight).fit(X, y)
+
+
+_IRIS_NAMES = np.array(["setosa", "versicolor", "virginica"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("string_labels, class_weight, message", [
+    (False, {0: 2.0, 3: 1.0}, "a key 3 that is not a class"),
+    (False, {"setosa": 2.0}, "a key 'setosa' that is not a class"),
+    (False, {5: 1.0, 0: 2.0, -1: 1.0}, "keys 5, -1 that are not classes"),
+    (True, {"versicolor": 2.0, "rose": 1.0, "tulip": 3.0},
+     "keys 'rose', 'tulip' that are not classes"),
+    (True, {1: 2.0}, "a key 1 that is not a class"),
+])
+def test_class_weight_unknown_key_names_keys_and_classes(kind, string_labels, class_weight,
+                                                         message):
+    X, y = _iris()
+    labels = _IRIS_NAMES[y] if string_labels else y
+    classes = "['setosa', 'versicolor', 'virginica']" if string_labels else "[0, 1, 2]"
+    with pytest.raises(ValueError, match=re.escape(message) + ".*the classes are "
+                       + re.escape(classes)):
+        _make(kind, class_weight=class_weight).fit(X, labels)
+
+
+@pytest.mark.parametrize("key", [np.int64(2), 2.0, np.float32(2.0)])
+def test_class_weight_keys_match_classes_as_dict_lookups_do(key):
+    # scikit-learn looks classes up in the dict, so 2.0 and np.int64(2) name the class 2.
+    X, y = _iris()
+    a = _make("vectorized", class_weight={key: 3.0}).fit(X, y)
+    b = _make("vectorized").fit(X, y, sample_weight=np.where(y == 2, 3.0, 1.0))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
 # scikit-learn 1.6 and 1.7 route a search's or cross_validate's default scoring
