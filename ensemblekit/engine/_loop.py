@@ -330,7 +330,7 @@ def _train_stacked(
             for hook in (h for member in hooks for h in member):
                 begin = getattr(hook, "on_stacked_epoch_begin", None)
                 if callable(begin):
-                    begin(epoch, optimizer.param_groups)
+                    begin(first + epoch, optimizer.param_groups)
             order = torch.stack([sampler.indices(first + epoch)
                                  for sampler in samplers]).to(device)
             total = torch.zeros(m, device=device)
@@ -365,7 +365,7 @@ def _train_stacked(
                         recorder.record(epoch, module)
             for member_hooks, module in zip(hooks, modules):
                 for hook in member_hooks:
-                    hook.on_stacked_epoch_end(epoch, module)
+                    hook.on_stacked_epoch_end(first + epoch, module)
             postfix = {"loss": f"{float(np.mean([epoch_losses[k] for k in running])):.4f}"}
             if any(mon is not None for mon in monitors):
                 _monitor_epoch(stacked, optimizer, modules, monitors, active, frozen, postfix)
@@ -455,8 +455,9 @@ def fit_vectorized(
     -----
     A member net's skorch callback that defines ``on_stacked_epoch_end(epoch,
     module)`` (and optionally ``on_stacked_epoch_begin(epoch, param_groups)``) does
-    not block this engine: it is called at the end (start) of every zero-based epoch
-    with the member's module holding its current weights (with the stacked
+    not block this engine: it is called at the end (start) of every epoch, numbered
+    from zero over the member's whole history as skorch numbers it, with the
+    member's module holding its current weights (with the stacked
     optimizer's parameter groups), as skorch would call it on the member net. SWAG
     moment collection works this way.
     sample_weight : ndarray of shape (n_samples,), optional
