@@ -64,7 +64,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
 
     * ``"random"``: :math:`\theta = \theta^* + s\,v`, ``v`` a standard normal
       vector normalised to unit L2 norm, :math:`s = \text{random\_scale}\cdot
-      U(0,1)`. A draw is rejected when its accuracy on the run's held-out rows is
+      U(0,1)`. A draw is rejected when its accuracy on the run's acceptance rows is
       below ``accuracy_threshold`` and drawn again, up to ``max_tries`` draws in
       all; when every draw is rejected the last one is kept (see ``accepted_``).
     * ``"dropout"``: every element of :math:`\theta^*` is kept with probability
@@ -117,14 +117,17 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     dropout_max_p : float, default=0.1
         Largest drop probability of the dropout subspace, in ``[0, 1)``.
     accuracy_threshold : float, default=0.7
-        Smallest held-out accuracy of an accepted random-subspace draw, in
-        ``[0, 1]``; 0 turns rejection off.
+        Smallest accuracy on the acceptance rows (see ``acceptance_fraction``) of an
+        accepted random-subspace draw, in ``[0, 1]``; 0 turns rejection off.
     max_tries : int, default=5
         Draws per random-subspace sample before the last draw is kept.
-    validation_fraction : float, default=0.1
-        Fraction of the training rows held out of training (chosen with the run's
-        seed) to judge random-subspace draws. Rows are held out only by the random
-        methods with ``accuracy_threshold > 0``; the other methods train on all rows.
+    acceptance_fraction : float, default=0.1
+        Fraction of the training rows held out of each run's training (chosen with
+        the run's seed) as its *acceptance set*: the rows on which the accuracy of a
+        random-subspace draw is measured to accept or reject it. Rows are held out
+        only by the random methods with ``accuracy_threshold > 0``; the other methods
+        train on all rows. It is distinct from the early-stopping
+        ``validation_fraction`` of the other estimators.
     bn_update_size : int or None, default=1024
         Training rows used to recompute each sample's BatchNorm statistics;
         ``None`` uses all of them.
@@ -170,7 +173,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         instead of held in memory; created if missing.
     random_state : int, RandomState instance or None, default=None
         Source of the run seeds; a run's seed fixes its initialisation, data
-        order, held-out rows and samples.
+        order, acceptance rows and samples.
     verbose : int, default=0
         ``1`` shows a progress bar; ``2`` also prints each run's epoch table when
         the sequential engine trains.
@@ -279,7 +282,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         dropout_max_p: float = 0.1,
         accuracy_threshold: float = 0.7,
         max_tries: int = 5,
-        validation_fraction: float = 0.1,
+        acceptance_fraction: float = 0.1,
         bn_update_size: int | None = 1024,
         criterion: Any = None,
         optimizer: Any = torch.optim.Adam,
@@ -310,7 +313,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.dropout_max_p = dropout_max_p
         self.accuracy_threshold = accuracy_threshold
         self.max_tries = max_tries
-        self.validation_fraction = validation_fraction
+        self.acceptance_fraction = acceptance_fraction
         self.bn_update_size = bn_update_size
         self.criterion = criterion
         self.optimizer = optimizer
@@ -344,7 +347,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         check_float("accuracy_threshold", self.accuracy_threshold, low_inclusive=True,
                     high=1.0)
         check_int("max_tries", self.max_tries)
-        check_float("validation_fraction", self.validation_fraction, high=1.0,
+        check_float("acceptance_fraction", self.acceptance_fraction, high=1.0,
                     high_inclusive=False)
         if self.bn_update_size is not None:
             check_int("bn_update_size", self.bn_update_size)
@@ -395,10 +398,10 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
 
     # ------------------------------------------------------------ fitting
     def _split(self, n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        n_valid = max(1, round(float(self.validation_fraction) * n_rows))
+        n_valid = max(1, round(float(self.acceptance_fraction) * n_rows))
         if n_valid >= n_rows:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves no training row out "
+                f"acceptance_fraction={self.acceptance_fraction} leaves no training row out "
                 f"of {n_rows}; lower it or pass more data."
             )
         generator = torch.Generator().manual_seed(derive_seed(seed, _SPLIT_STREAM))
