@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reproduce_paper.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
 import reproduce_paper as rp  # noqa: E402
+
+from ensemblekit.models import MediumCNN, SmallCNN  # noqa: E402
 
 # The quick preset's pipeline at toy sizes: every phase and figure, a few seconds on a CPU.
 TINY = dict(n_runs=3, n_trajectories=2, epochs=3, late_epochs=2, lr_halving_every=2, rank=1,
@@ -75,6 +78,14 @@ def test_quick_pipeline_writes_report_figures_and_results(resumed):
     assert set(data["shift"]["by_intensity"]) == {str(s) for s in range(6)}
     assert len(data["claims"]) == 4
     assert all(isinstance(c["pass"], bool) for c in data["claims"])
+    # A note on near-deterministic samplers sits beside its claim whenever there is one.
+    js = data["shift"]["clean"]["js"]
+    flagged = rp.near_deterministic(js)
+    assert ("near-deterministic" in (data["claims"][1]["note"] or "")) == bool(flagged)
+    for c in data["claims"]:
+        if c["note"]:
+            assert f"{c['claim']}. **Note: {c['note']}.**" in report
+    assert "Subspace scales by one rule" in report
     assert "needs a GPU run" in report
     table = rp.summary_table(summary)
     assert "ensemble accuracy" in table
@@ -135,6 +146,56 @@ def test_presets_follow_the_paper_recipes():
     assert resnet.epochs == 200 and resnet.augment and resnet.inputs == "unit_mean"
     assert [keras(e) for e in (0, 80, 120, 160, 180, 199)] == pytest.approx(
         [1, 1e-1, 1e-2, 1e-3, 5e-4, 5e-4])
+
+
+def _init_norm(cls: type, **kwargs: int) -> float:
+    """|theta| of a freshly built module, summed by hand over its parameters."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        module = cls(num_classes=10, **kwargs)
+    return float(sum((p.detach().double() ** 2).sum() for p in module.parameters())) ** 0.5
+
+
+@pytest.mark.parametrize("model, cls", [("smallcnn", SmallCNN), ("mediumcnn", MediumCNN)])
+@pytest.mark.parametrize("rank", [4, 2])
+def test_quick_scales_keep_the_papers_perturbation_relative_to_the_weights(model, cls, rank):
+    # The paper (MediumCNN, 32x32 RGB): random s = 10 U(0,1) / 70 U(0,1), PCA c = 1 / 6 at
+    # rank 5. Perturbation length over weight length is kept; PCA's length is c sqrt(rank).
+    ratio = _init_norm(cls, in_channels=1, input_size=8) / _init_norm(MediumCNN)
+    pca = ratio * (5 / rank) ** 0.5
+    r = rp.make_recipe(model, "digits", "quick", rank=rank)
+    got = (r.a_random_scale, r.b_random_scale, r.a_pca_scale, r.b_pca_scale)
+    np.testing.assert_allclose(got, (10 * ratio, 70 * ratio, pca, 6 * pca), rtol=0.03)
+    # The diagonal Gaussian's c and dropout's p are relative already: the paper's values.
+    assert (r.a_gauss_scale, r.b_diag_scale, r.b_dropout_p) == (1.0, 10.0, 0.1)
+    assert "Subspace scales by one rule" in rp.scale_rule_text(r)
+    assert f"s = {r.a_random_scale:g} U(0, 1)" in rp.scale_rule_text(r)
+
+
+def test_scale_rule_respects_overrides_paper_preset_and_the_global_stream():
+    rp._scale_rule.cache_clear()
+    state = torch.random.get_rng_state()
+    r = rp.make_recipe(a_random_scale=5.0)
+    assert torch.equal(state, torch.random.get_rng_state())
+    rule = rp.scale_rule("smallcnn", r.rank)
+    assert r.a_random_scale == 5.0 and r.b_random_scale == rule["b_random_scale"]
+    assert "Set by hand: a_random_scale=5" in rp.scale_rule_text(r)
+    assert rule["n_parameters"] == sum(p.numel() for p in SmallCNN(in_channels=1,
+                                                                   input_size=8).parameters())
+    paper = rp.make_recipe("smallcnn", "cifar10", "paper")
+    assert (paper.a_random_scale, paper.b_random_scale, paper.a_pca_scale,
+            paper.b_pca_scale) == (10.0, 70.0, 1.0, 6.0)
+
+
+def test_near_deterministic_methods_are_those_below_five_percent_of_the_runs():
+    js = {"independent": 0.04, "random": 0.0021, "diag_gaus": 0.0019, "pca_gaus": 0.0}
+    assert rp.near_deterministic(js) == {"diag_gaus": 0.0019, "pca_gaus": 0.0}
+    assert rp.near_deterministic(js, fraction=0.1) == {"random": 0.0021, "diag_gaus": 0.0019,
+                                                       "pca_gaus": 0.0}
+    assert rp.near_deterministic({"independent": 0.3, "random": 0.08}) == {}
+    note = rp._near_note(rp.near_deterministic(js), 0.04)
+    assert "Diag Gaus and PCA Gaus are near-deterministic here: JS 0.002, 0.000" in note
+    assert rp._near_note({}, 0.04) is None
 
 
 def test_help_lists_every_option():
