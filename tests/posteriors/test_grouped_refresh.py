@@ -225,3 +225,20 @@ def test_grouped_refresh_keeps_errors_and_validates_its_argument():
         with pytest.raises(ValueError, match="max_networks_per_pass must be None or an "
                                              "integer >= 1"):
             sampled_networks(template, thetas, _data((2, 6, 6)), 8, max_networks_per_pass=bad)
+
+
+def test_grouped_refresh_is_accurate_over_many_values_per_channel():
+    # 256 rows of 32x32 maps: 262,144 values per channel, where a float32 running sum
+    # in the wrong order loses digits. The result must keep the float64 definition's
+    # accuracy as refreshing one network does.
+    def make_net() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                             nn.Conv2d(3, 2, 3, padding=1), nn.BatchNorm2d(2),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+
+    template, thetas = _template_and_thetas(make_net, 3)
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(256, 1, 32, 32)) * 2.0 + 5.0).astype(np.float32)
+    for net, theta in zip(sampled_networks(template, thetas, X, 256), thetas):
+        for got, exp in zip(_statistics(net), _full_batch_reference(template, theta, X)):
+            _assert_close(got, exp, 1e-6)
