@@ -6,8 +6,9 @@ rows. For each case, the same template, parameter vectors and rows go through
 
 * ``per-sample``: :func:`~ensemblekit.posteriors.sampled_network` for each vector,
   one refresh pass per network (the path before grouped refresh);
-* ``grouped``: :func:`~ensemblekit.posteriors.sampled_networks` with its default
-  grouping (at most 8 networks per grouped pass);
+* ``grouped``: :func:`~ensemblekit.posteriors.sampled_networks` with at most 8
+  networks per grouped pass (its default on accelerators; on the CPU its default
+  is one network per pass, i.e. ``per-sample``);
 * ``grouped (all)``: the same with every network in one grouped pass
   (``max_networks_per_pass=None``).
 
@@ -121,7 +122,8 @@ def method_fn(method: str, template: nn.Module, thetas: torch.Tensor, X: np.ndar
     if method == "per-sample":
         return lambda: [sampled_network(template, t, X, batch_size) for t in thetas]
     if method == "grouped":
-        return lambda: sampled_networks(template, thetas, X, batch_size)
+        return lambda: sampled_networks(template, thetas, X, batch_size,
+                                        max_networks_per_pass=8)
     if method == "grouped (all)":
         return lambda: sampled_networks(template, thetas, X, batch_size,
                                         max_networks_per_pass=None)
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
+                        help="torch CPU threads (default: torch's choice, which follows "
+                             "OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -15,10 +15,37 @@ from ..engine import GroupedNetwork, GroupingError, group_modules, module_device
 from ..engine._grouped import _full_fp32
 from ._batchnorm import batchnorm_layers, refresh_batchnorm
 
-#: Networks refreshed together by default. A grouped pass holds this many networks'
-#: activations for the same rows (at most ``batch_size`` per pass), as grouped
-#: prediction does for its members.
+#: Networks refreshed together by default on an accelerator. A grouped pass holds
+#: this many networks' activations for the same rows (at most ``batch_size`` per
+#: pass), as grouped prediction does for its members.
 MAX_NETWORKS_PER_PASS = 8
+
+
+def networks_per_pass(device: torch.device) -> int:
+    """The default number of networks refreshed in one pass on ``device``.
+
+    :data:`MAX_NETWORKS_PER_PASS` on accelerators, where one wide pass replaces
+    many small kernel launches; 1 (one network per pass) on the CPU, where the
+    grouped pass measured slower than refreshing each network alone
+    (``benchmarks/results/refresh_cpu.md``: the per-network passes over the refresh
+    rows already keep the cores busy, and grouping only adds copies).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the networks are.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> import torch
+    >>> networks_per_pass(torch.device("cpu")), networks_per_pass(torch.device("cuda"))
+    (1, 8)
+    """
+    return 1 if torch.device(device).type == "cpu" else MAX_NETWORKS_PER_PASS
 
 
 class _SharedRows(nn.Module):
@@ -36,7 +63,7 @@ def refresh_batchnorm_grouped(
     modules: Sequence[nn.Module],
     X: np.ndarray | torch.Tensor,
     batch_size: int,
-    max_networks_per_pass: int | None = MAX_NETWORKS_PER_PASS,
+    max_networks_per_pass: int | str | None = "auto",
 ) -> list[bool]:
     """Apply :func:`refresh_batchnorm` to each network, several networks per forward pass.
 
@@ -67,8 +94,10 @@ def refresh_batchnorm_grouped(
         Refresh inputs, shared by all networks.
     batch_size : int
         Most rows per forward pass (per network), at least 1.
-    max_networks_per_pass : int or None, default=8
-        Most networks per grouped pass; ``None`` groups all of them.
+    max_networks_per_pass : int, None or "auto", default="auto"
+        Most networks per grouped pass; ``None`` groups all of them, 1 refreshes
+        each network alone, ``"auto"`` takes :func:`networks_per_pass` of the
+        networks' device (one network per pass on the CPU).
 
     Returns
     -------
@@ -78,8 +107,8 @@ def refresh_batchnorm_grouped(
     Raises
     ------
     ValueError
-        As :func:`refresh_batchnorm`, and if ``max_networks_per_pass`` is not None
-        nor an integer >= 1.
+        As :func:`refresh_batchnorm`, and if ``max_networks_per_pass`` is not
+        ``"auto"``, None nor an integer >= 1.
 
     Examples
     --------
@@ -88,23 +117,28 @@ def refresh_batchnorm_grouped(
     >>> nets = [nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)) for _ in range(3)]
     >>> alone = copy.deepcopy(nets[2])
     >>> X = torch.randn(20, 2)
-    >>> refresh_batchnorm_grouped(nets, X, batch_size=8)
+    >>> refresh_batchnorm_grouped(nets, X, batch_size=8, max_networks_per_pass=3)
     [True, True, True]
     >>> _ = refresh_batchnorm(alone, X, batch_size=8)
     >>> torch.allclose(nets[2][1].running_var, alone[1].running_var, rtol=1e-5)
     True
     """
-    if max_networks_per_pass is not None and (
+    if max_networks_per_pass is not None and max_networks_per_pass != "auto" and (
         isinstance(max_networks_per_pass, bool)
-        or int(max_networks_per_pass) != max_networks_per_pass
+        or not isinstance(max_networks_per_pass, (int, np.integer))
         or max_networks_per_pass < 1
     ):
-        raise ValueError("max_networks_per_pass must be None or an integer >= 1, got "
-                         f"{max_networks_per_pass!r}.")
+        raise ValueError("max_networks_per_pass must be 'auto', None or an integer >= 1, "
+                         f"got {max_networks_per_pass!r}.")
     modules = list(modules)
     updated = [bool(batchnorm_layers(module)) for module in modules]
     todo = [module for module, has_bn in zip(modules, updated) if has_bn]
-    size = len(todo) if max_networks_per_pass is None else int(max_networks_per_pass)
+    if max_networks_per_pass == "auto":
+        size = networks_per_pass(module_device(todo[0])) if todo else 1
+    elif max_networks_per_pass is None:
+        size = len(todo)
+    else:
+        size = int(max_networks_per_pass)
     # Groups as equal as the bound allows (8 + 1 networks go as 5 + 4).
     n_groups = -(-len(todo) // max(1, size))
     bounds = np.linspace(0, len(todo), n_groups + 1).round().astype(int)
