@@ -148,7 +148,7 @@ def _record_batch_sizes(template: nn.Module) -> list[int]:
     *[(make_net, shape, batch_size, per_pass)
       for make_net, shape in [(_mlp_bn1d, (6,)), (_cnn_bn2d, (2, 6, 6))]
       for batch_size, per_pass in [(N_ROWS, None), (7, 2), (1, 4), (100, 5)]],
-    (_resnet, (2, 6, 6), N_ROWS, None), (_resnet, (2, 6, 6), 10, 4),
+    (_resnet, (2, 6, 6), N_ROWS, None), (_resnet, (2, 6, 6), 21, 4),
     (_sequence_bn1d, (2, 6), 100, None), (_sequence_bn1d, (2, 6), 3, 4),
 ])
 def test_grouped_refresh_equals_each_sample_alone(make_net, shape, batch_size, per_pass):
