@@ -77,7 +77,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
         convolution ``M`` times wider with ``groups=M``, each linear layer a batched
         matrix product) and trains them in one batched pass, each member on its own
         batches; for the same seeds it gives the same members as ``"sequential"``
-        up to floating-point rounding (networks with dropout draw other masks). It
+        up to floating-point rounding (with dropout on CUDA the masks differ). It
         raises a ValueError when it cannot run (skorch callbacks, an optimizer that
         is not elementwise, layers that can be neither grouped nor vmapped).
         ``"auto"`` uses ``"vectorized"`` when possible and ``"sequential"``

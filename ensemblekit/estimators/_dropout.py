@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -10,15 +11,17 @@ import torch
 from skorch import NeuralNetClassifier
 
 from ..engine import (
+    ENGINES,
+    PRECISIONS,
     Progress,
     derive_seed,
-    fit_sequential,
     initialize_member,
     predict_logits_sequential,
+    train_members,
 )
 from ..posteriors import SUPPORTED_DROPOUT, dropout_layers, thinned_network
 from ._base import BaseNeuralClassifier
-from ._validation import check_int
+from ._validation import check_int, check_option
 
 #: Dropout rate of the default MLP when ``module__dropout`` is not given.
 DEFAULT_DROPOUT = 0.1
@@ -86,6 +89,24 @@ class DropoutClassifier(BaseNeuralClassifier):
         a key of everything that determines it (data, parameters, its seed) and
         loaded instead of trained when asked for again, so a ``GridSearchCV`` over
         ``n_estimators`` trains each run once. Needs an integer ``random_state``.
+    engine : {"auto", "sequential", "vectorized"}, default="auto"
+        How the runs are trained, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`: ``"vectorized"``
+        trains all runs in one batched pass, ``"sequential"`` one skorch net after
+        the other, ``"auto"`` the first when possible. Each run draws its training
+        dropout masks from its own seed in both engines. On the CPU the two engines
+        draw the same masks, so they give the same runs up to floating-point
+        rounding; on CUDA the vectorised engine's masks differ from those of CUDA's
+        fused dropout kernel, so the runs are other draws from the same
+        distribution, not the same networks.
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train at most this many runs at once, to bound memory.
+        ``None`` takes all runs; on CUDA a pass that runs out of memory is retried
+        with half as many runs. The runs do not depend on it.
+    precision : {"fp32", "bf16"}, default="fp32"
+        Vectorised engine: ``"bf16"`` trains under bfloat16 autocast (fast on
+        recent GPUs). Parameters, optimizer and prediction stay in float32. The
+        sequential engine ignores it, with a warning.
     checkpoint_epochs : None, "all", int or list of int, default=None
         Record each trained network's trajectory: its flattened parameters (all
         weights and biases) after these zero-based epochs, in ``checkpoints_``.
@@ -167,6 +188,11 @@ class DropoutClassifier(BaseNeuralClassifier):
         log-probabilities); predictions turn them into probabilities.
     n_samples_ : int
         Thinned networks per run used at prediction time.
+    engine_ : {"sequential", "vectorized"}
+        Engine that trained the runs (the last ones, after :meth:`partial_fit`).
+    engine_reason_ : str
+        Why: the stacked form the vectorised engine used, or why ``"auto"`` fell
+        back to the sequential engine.
     checkpoints_ : ndarray of shape (n_runs, n_checkpoints, n_params), float32
         Only with ``checkpoint_epochs``: flat parameters of each trained network
         (``estimators_[i]``) after each epoch of ``checkpoint_epochs_``, on the CPU;
@@ -223,6 +249,9 @@ class DropoutClassifier(BaseNeuralClassifier):
         n_jobs: int | None = None,
         devices: Any = None,
         memory: Any = None,
+        engine: str = "auto",
+        max_members_per_pass: int | None = None,
+        precision: str = "fp32",
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -249,6 +278,9 @@ class DropoutClassifier(BaseNeuralClassifier):
         self.n_jobs = n_jobs
         self.devices = devices
         self.memory = memory
+        self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
+        self.precision = precision
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -270,8 +302,17 @@ class DropoutClassifier(BaseNeuralClassifier):
         # Shared with the regressor of the same method.
         check_int("n_estimators", self.n_estimators)
         check_int("n_samples", self.n_samples)
+        check_option("engine", self.engine, ENGINES)
+        check_option("precision", self.precision, PRECISIONS)
+        if self.max_members_per_pass is not None:
+            check_int("max_members_per_pass", self.max_members_per_pass)
 
-    _member_attributes: ClassVar[dict[str, str]] = {"n_samples_": "shared"}
+    _member_attributes: ClassVar[dict[str, str]] = {
+        "n_samples_": "shared", "engine_": "shared", "engine_reason_": "shared",
+    }
+
+    def _trains_jointly(self) -> bool:
+        return self.engine != "sequential"
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> DropoutClassifier:
@@ -311,7 +352,29 @@ class DropoutClassifier(BaseNeuralClassifier):
 
     def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
                           sample_weight: np.ndarray | None) -> None:
-        fit_sequential(nets, X, y, seeds, None, sample_weight, initialize=False, epochs=1)
+        self._train(nets, X, y, seeds, None, sample_weight, initialize=False, epochs=1)
+
+    def _train(self, nets: Sequence[Any], X: np.ndarray, y: np.ndarray, seeds: Sequence[int],
+               progress: Progress | None, sample_weight: np.ndarray | None,
+               **kwargs: Any) -> None:
+        # Shared with the regressor of the same method.
+        choice = train_members(
+            nets, X, y, seeds, progress,
+            engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass,
+            precision=self.precision,
+            sample_weight=sample_weight,
+            **kwargs,
+        )
+        if choice.engine == "sequential" and self.precision != "fp32":
+            warnings.warn(
+                f"precision={self.precision!r} applies to the vectorised engine only; the "
+                f"sequential engine trained in float32 ({choice.reason}).",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason
 
     def _n_members(self) -> int:
         return int(self.n_estimators)
@@ -341,7 +404,9 @@ class DropoutClassifier(BaseNeuralClassifier):
                 f"({names}), but {type(nets[0].module_).__name__} has none. With "
                 "module=None, set module__dropout > 0."
             )
-        fit_sequential(nets, X, y, seeds, progress, sample_weight)
+        self._train(nets, X, y, seeds, progress, sample_weight)
+        if self.verbose > 0:
+            print(f"[{type(self).__name__}] engine: {self.engine_} ({self.engine_reason_})")
         self.n_samples_ = int(self.n_samples)
 
     def _member_logits(self, X: np.ndarray) -> np.ndarray:

@@ -407,13 +407,27 @@ class DropoutRegressor(BaseNeuralRegressor):
         Number of independently trained networks; their samples are pooled.
     n_samples : int, default=30
         Thinned networks per run.
-{_REGRESSION_PARAMS}{_COMMON_PARAMS}{_TRAJECTORY_PARAMS}
+{_REGRESSION_PARAMS}{_COMMON_PARAMS}\
+    engine : {{"auto", "sequential", "vectorized"}}, default="auto"
+        How the runs are trained, as in
+        :class:`~ensemblekit.estimators.DropoutClassifier`: on the CPU both engines
+        draw the same training dropout masks from each run's seed and give the same
+        runs up to rounding; on CUDA the masks differ (same distribution).
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train at most this many runs at once.
+    precision : {{"fp32", "bf16"}}, default="fp32"
+        Vectorised engine: ``"bf16"`` trains under bfloat16 autocast.
+{_TRAJECTORY_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
         The trained runs.
     n_samples_ : int
         Thinned networks per run used at prediction time.
+    engine_ : {{"sequential", "vectorized"}}
+        Engine that trained the runs.
+    engine_reason_ : str
+        Why that engine.
 {_COMMON_ATTRIBUTES}
     References
     ----------
@@ -450,6 +464,9 @@ class DropoutRegressor(BaseNeuralRegressor):
         n_jobs: int | None = None,
         devices: Any = None,
         memory: Any = None,
+        engine: str = "auto",
+        max_members_per_pass: int | None = None,
+        precision: str = "fp32",
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -471,6 +488,9 @@ class DropoutRegressor(BaseNeuralRegressor):
         self.n_jobs = n_jobs
         self.devices = devices
         self.memory = memory
+        self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
+        self.precision = precision
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -487,5 +507,7 @@ class DropoutRegressor(BaseNeuralRegressor):
     _validate_method_params = DropoutClassifier._validate_method_params
     _n_members = DropoutClassifier._n_members
     _fit_members = DropoutClassifier._fit_members
+    _train = DropoutClassifier._train
+    _trains_jointly = DropoutClassifier._trains_jointly
     _member_attributes = DropoutClassifier._member_attributes
     _member_logits = DropoutClassifier._member_logits

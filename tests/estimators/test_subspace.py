@@ -82,9 +82,22 @@ def test_random_subspace_distance_and_rejection(iris):
     strict = _fit(X, y, method="random", n_samples=3, max_tries=2, accuracy_threshold=1.0,
                   random_scale=50.0)
     assert (strict.n_tries_ == 2).all() and not strict.accepted_.any()
-    # Rejection holds out validation_fraction of the rows from training.
+    # Rejection holds out acceptance_fraction of the rows from training.
     sampler = strict.estimators_[0].get_params_for("iterator_train")["sampler"]
     assert len(sampler) == len(X) - round(0.1 * len(X))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_acceptance_fraction_sets_the_rows_held_out_for_acceptance(iris, fraction):
+    X, y = iris
+    clf = _fit(X, y, method="random", n_samples=2, max_tries=1, accuracy_threshold=0.5,
+               acceptance_fraction=fraction, max_epochs=1)
+    sampler = clf.estimators_[0].get_params_for("iterator_train")["sampler"]
+    assert len(sampler) == len(X) - round(fraction * len(X))
+    # Without rejection no row is held out.
+    plain = _fit(X, y, method="random", n_samples=2, accuracy_threshold=0.0,
+                 acceptance_fraction=fraction, max_epochs=1)
+    assert len(plain.estimators_[0].get_params_for("iterator_train")["sampler"]) == len(X)
 
 
 def test_dropout_subspace_masks_weights(iris):
@@ -126,7 +139,7 @@ def test_ensemble_of_runs(iris):
         (dict(collect_from_epoch=5), "needs at least 2 checkpoints"),
         (dict(dropout_max_p=1.0), r"dropout_max_p must lie in \[0.0, 1.0\)"),
         (dict(accuracy_threshold=1.5), r"accuracy_threshold must lie in \[0.0, 1.0\]"),
-        (dict(validation_fraction=0.0), r"validation_fraction must lie in \(0.0, 1.0\)"),
+        (dict(acceptance_fraction=0.0), r"acceptance_fraction must lie in \(0.0, 1.0\)"),
         (dict(max_tries=0), "max_tries must be an integer >= 1"),
         (dict(random_scale=-1.0), "random_scale must lie in"),
         (dict(gaussian_scale=-1.0), "gaussian_scale must lie in"),
@@ -139,10 +152,10 @@ def test_bad_parameters(iris, params, match):
         SubspaceSamplingClassifier(**{**TINY, **params}).fit(X, y)
 
 
-def test_validation_fraction_must_leave_training_rows(iris):
+def test_acceptance_fraction_must_leave_training_rows(iris):
     X, _y = iris
     with pytest.raises(ValueError, match="leaves no training row"):
-        SubspaceSamplingClassifier(method="random", validation_fraction=0.9,
+        SubspaceSamplingClassifier(method="random", acceptance_fraction=0.9,
                                    **TINY).fit(X[:2], [0, 1])
 
 
@@ -153,7 +166,7 @@ def test_predictions_do_not_depend_on_predict_batch_size(method):
     net, X, y = bn_problem(101, seed=1)
     params = dict(module=net, method=method, n_samples=3, max_epochs=4, collect_from_epoch=1,
                   batch_size=32, bn_update_size=None, random_state=0, device="cpu",
-                  random_scale=0.5, accuracy_threshold=0.5, validation_fraction=0.2)
+                  random_scale=0.5, accuracy_threshold=0.5, acceptance_fraction=0.2)
     fits = [SubspaceSamplingClassifier(predict_batch_size=size, **params).fit(X, y)
             for size in (1024, 50, 1)]
     for clf in fits:
