@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 prefix="${VENV_MIN:-.venv-min}"
 new_torch="${TORCH_SPEC:-torch==2.13.0}"
-tests=(tests/test_common.py tests/estimators/test_deep_ensemble.py tests/metrics)
+tests=(tests/test_common.py tests/estimators/test_deep_ensemble.py
+       tests/estimators/test_sample_weight.py tests/metrics)
 
 python_bin=""
 for candidate in ${MIN_PYTHON:-} python3.10 python3.11 python3; do

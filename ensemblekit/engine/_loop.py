@@ -327,10 +327,13 @@ def _train_stacked(
             if cfg.lr_schedule is not None:
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = scheduled_lr(base, cfg.lr_schedule, first + epoch)
-            for hook in (h for member in hooks for h in member):
+            # Hooks see the epoch counted over the member's history (continued
+            # training goes on from it), and only while the member runs: a stopped
+            # member's callbacks see no later epoch, as in the sequential engine.
+            for hook in (h for k, member in enumerate(hooks) if active[k] for h in member):
                 begin = getattr(hook, "on_stacked_epoch_begin", None)
                 if callable(begin):
-                    begin(epoch, optimizer.param_groups)
+                    begin(first + epoch, optimizer.param_groups)
             order = torch.stack([sampler.indices(first + epoch)
                                  for sampler in samplers]).to(device)
             total = torch.zeros(m, device=device)
@@ -363,9 +366,9 @@ def _train_stacked(
                 for recorder, module in zip(recorders, modules):
                     if recorder is not None:
                         recorder.record(epoch, module)
-            for member_hooks, module in zip(hooks, modules):
-                for hook in member_hooks:
-                    hook.on_stacked_epoch_end(epoch, module)
+            for k in running:
+                for hook in hooks[k]:
+                    hook.on_stacked_epoch_end(first + epoch, modules[k])
             postfix = {"loss": f"{float(np.mean([epoch_losses[k] for k in running])):.4f}"}
             if any(mon is not None for mon in monitors):
                 _monitor_epoch(stacked, optimizer, modules, monitors, active, frozen, postfix)
@@ -456,9 +459,10 @@ def fit_vectorized(
     A member net's skorch callback that defines ``on_stacked_epoch_end(epoch,
     module)`` (and optionally ``on_stacked_epoch_begin(epoch, param_groups)``) does
     not block this engine: it is called at the end (start) of every zero-based epoch
-    with the member's module holding its current weights (with the stacked
-    optimizer's parameter groups), as skorch would call it on the member net. SWAG
-    moment collection works this way.
+    (counted over the member's history, as skorch counts it) with the member's module
+    holding its current weights (with the stacked optimizer's parameter groups), as
+    skorch would call it on the member net; a member stopped early sees no later
+    epoch. SWAG moment collection works this way.
     sample_weight : ndarray of shape (n_samples,), optional
         Per-row loss weights, as in :func:`fit_sequential`.
 

@@ -70,8 +70,9 @@ def class_weight_vector(class_weight: Any, classes: np.ndarray, y: np.ndarray) -
     Raises
     ------
     ValueError
-        For another value, a dict naming labels absent from ``y`` or holding
-        negative or non-finite weights.
+        For another value, a dict with a key that is not one of ``classes`` (the
+        message names the keys and the classes) or holding negative or non-finite
+        weights.
 
     Examples
     --------
@@ -88,6 +89,8 @@ def class_weight_vector(class_weight: Any, classes: np.ndarray, y: np.ndarray) -
             f"class_weight must be None, 'balanced' or a dict mapping class labels to "
             f"weights, got {class_weight!r}."
         )
+    if isinstance(class_weight, dict):
+        _check_class_weight_keys(class_weight, classes)
     labels = classes[y]
     weights = np.asarray(compute_class_weight(class_weight, classes=classes, y=labels),
                          dtype=np.float64)
@@ -95,6 +98,29 @@ def class_weight_vector(class_weight: Any, classes: np.ndarray, y: np.ndarray) -
         raise ValueError(f"class_weight must hold finite non-negative weights, got "
                          f"{class_weight!r}.")
     return weights
+
+
+def _check_class_weight_keys(class_weight: dict, classes: np.ndarray) -> None:
+    """Raise a ValueError naming the keys of ``class_weight`` that are not classes.
+
+    Keys match classes as dict lookups do (scikit-learn's rule), so ``1.0`` and
+    ``np.int64(1)`` name the class ``1``.
+    """
+    known = set(classes.tolist())
+    unknown = [key for key in class_weight if key not in known]
+    if not unknown:
+        return
+    listed = [repr(c) for c in classes.tolist()]
+    if len(listed) > 20:
+        listed = [*listed[:10], "...", *listed[-5:]]
+    shown = f"[{', '.join(listed)}]"
+    plain = [key.item() if isinstance(key, np.generic) else key for key in unknown]
+    many = len(plain) > 1
+    raise ValueError(
+        f"class_weight has {'keys' if many else 'a key'} {', '.join(map(repr, plain))} "
+        f"that {'are not classes' if many else 'is not a class'}; its keys must be labels "
+        f"as they appear in y, and the classes are {shown}."
+    )
 
 
 def training_weights(

@@ -11,11 +11,12 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from ..engine import (
+    ENGINES,
     MemberSampler,
     Progress,
     derive_seed,
-    fit_sequential,
     predict_logits_sequential,
+    train_members,
 )
 from ..posteriors import (
     CheckpointCollector,
@@ -162,6 +163,20 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         a key of everything that determines it (data, parameters, its seed) and
         loaded instead of trained when asked for again, so a ``GridSearchCV`` over
         ``n_estimators`` trains each run once. Needs an integer ``random_state``.
+    engine : {"auto", "sequential", "vectorized"}, default="auto"
+        How the runs are trained, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`: the vectorised engine
+        trains all runs in one batched pass, each on its own training rows (the
+        acceptance rows of a run are left out of its batches, not of the data), and
+        records the same checkpoints; for the same seeds it gives the same runs,
+        hence the same samples, as ``"sequential"`` up to floating-point rounding
+        (networks with dropout draw other masks). ``"auto"`` falls back to
+        ``"sequential"`` where the vectorised engine cannot run (skorch callbacks,
+        an optimizer that is not elementwise, layers that can be neither grouped nor
+        vmapped); ``engine_`` and ``engine_reason_`` say what ran and why.
+    max_members_per_pass : int or None, default=None
+        Vectorised engine: train (and predict) at most this many runs (and samples)
+        at once, to bound memory. ``None`` takes all of them.
     checkpoint_epochs : None, "all", int or list of int, default=None
         Record each trained network's trajectory: its flattened parameters (all
         weights and biases) after these zero-based epochs, in ``checkpoints_``.
@@ -198,6 +213,10 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         Epochs each member trained.
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs, holding :math:`\theta^*`.
+    engine_ : {"sequential", "vectorized"}
+        Engine that trained the runs.
+    engine_reason_ : str
+        Why that engine (the stacked form used, or why ``"auto"`` fell back).
     sample_networks_ : list of torch.nn.Module
         The sampled networks, run after run (``n_samples_`` per run).
     n_samples_ : int
@@ -294,6 +313,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         n_jobs: int | None = None,
         devices: Any = None,
         memory: Any = None,
+        engine: str = "auto",
+        max_members_per_pass: int | None = None,
         checkpoint_epochs: Any = None,
         checkpoint_dir: Any = None,
         random_state: Any = None,
@@ -325,6 +346,8 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.n_jobs = n_jobs
         self.devices = devices
         self.memory = memory
+        self.engine = engine
+        self.max_members_per_pass = max_members_per_pass
         self.checkpoint_epochs = checkpoint_epochs
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -351,6 +374,9 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                     high_inclusive=False)
         if self.bn_update_size is not None:
             check_int("bn_update_size", self.bn_update_size)
+        check_option("engine", self.engine, ENGINES)
+        if self.max_members_per_pass is not None:
+            check_int("max_members_per_pass", self.max_members_per_pass)
         max_epochs = int(self.max_epochs)
         if self.collect_from_epoch is None:
             start = max(0, max_epochs - DEFAULT_LATE_EPOCHS)
@@ -378,35 +404,76 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                 f"rank={rank} exceeds n_samples={n_samples}, the number of random-subspace "
                 "samples the PCA of method='pca_random' is fitted to."
             )
-        self._collect_start = start
+        # Checkpoints are recorded from epoch ``start`` on, in a window of the
+        # ``n_checkpoints`` most recent ones; ``collect_from_epoch=None`` starts at 0
+        # with a window of the last DEFAULT_LATE_EPOCHS epochs. A fit records the same
+        # epochs either way; continued training (partial_fit) slides the window on.
+        self._collect_start = start if self.collect_from_epoch is not None else 0
+        self._collect_keep = n_checkpoints
 
     _member_attributes: ClassVar[dict[str, str]] = {
         "sample_networks_": "chunk", "n_samples_": "shared", "n_tries_": "row",
-        "accepted_": "row",
+        "accepted_": "row", "engine_": "shared", "engine_reason_": "shared",
     }
+
+    def _trains_jointly(self) -> bool:
+        return self.engine != "sequential"
 
     def _n_members(self) -> int:
         return int(self.n_estimators)
 
     def _member_callbacks(self, seed: int) -> list[Any]:
         if self.method in _CHECKPOINT_METHODS:
-            return [(_COLLECTOR, CheckpointCollector(self._collect_start))]
+            keep = self._collect_keep
+            return [(_COLLECTOR, CheckpointCollector(self._collect_start, keep))]
         return []
 
     def _rejects(self) -> bool:
         return self.method in _RANDOM_METHODS and float(self.accuracy_threshold) > 0
 
     # ------------------------------------------------------------ fitting
-    def _split(self, n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        n_valid = max(1, round(float(self.acceptance_fraction) * n_rows))
-        if n_valid >= n_rows:
+    def _acceptance_split(self, pool: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """A run's (training rows, acceptance rows): ``acceptance_fraction`` of ``pool``
+        drawn with the run's seed."""
+        n_rows = len(pool)
+        n_accept = max(1, round(float(self.acceptance_fraction) * n_rows))
+        if n_accept >= n_rows:
             raise ValueError(
                 f"acceptance_fraction={self.acceptance_fraction} leaves no training row out "
                 f"of {n_rows}; lower it or pass more data."
             )
         generator = torch.Generator().manual_seed(derive_seed(seed, _SPLIT_STREAM))
         order = torch.randperm(n_rows, generator=generator).numpy()
-        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+        return pool[np.sort(order[n_accept:])], pool[np.sort(order[:n_accept])]
+
+    def _hold_out_acceptance_rows(self, net: NeuralNetClassifier, pool: np.ndarray,
+                                  seed: int) -> None:
+        # The run trains on its own rows of the full data (its sampler draws only
+        # them, in the order it would draw the rows of X[train] alone), so every engine
+        # trains all runs on one array; the acceptance rows travel with the net.
+        train, accept = self._acceptance_split(pool, seed)
+        net.set_params(iterator_train__sampler=MemberSampler(len(train), seed, rows=train))
+        net.acceptance_rows_ = accept
+
+    def _make_member(
+        self,
+        seed: int,
+        index: int,
+        X: np.ndarray,
+        device: str,
+        progress: Progress | None,
+        bootstrap: bool = False,
+        output_kind: str = "logits",
+        sample_weight: np.ndarray | None = None,
+        split: tuple[np.ndarray, np.ndarray] | None = None,
+        y: np.ndarray | None = None,
+    ) -> NeuralNetClassifier:
+        net = super()._make_member(seed, index, X, device, progress, bootstrap, output_kind,
+                                   sample_weight, split, y)
+        if self._rejects():
+            pool = np.arange(len(X)) if split is None else split[0]
+            self._hold_out_acceptance_rows(net, pool, seed)
+        return net
 
     def _fit_members(
         self,
@@ -417,17 +484,25 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         progress: Progress,
         sample_weight: np.ndarray | None = None,
     ) -> None:
+        choice = train_members(
+            nets, X, y, seeds, progress, engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
+        )
+        if self.verbose > 0:
+            print(f"[{type(self).__name__}] engine: {choice.engine} ({choice.reason})")
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason
+        self._draw_samples(nets, X, y, seeds)
+
+    def _draw_samples(self, nets: Sequence[NeuralNetClassifier], X: np.ndarray,
+                      y: np.ndarray, seeds: Sequence[int]) -> None:
+        """Build every run's samples from its current state and its rows of ``X``."""
         networks: list[nn.Module] = []
         tries, accepted = [], []
         for net, seed in zip(nets, seeds):
-            train_rows = np.arange(len(X))
-            valid_rows = train_rows[:0]
-            if self._rejects():
-                train_rows, valid_rows = self._split(len(X), seed)
-                net.set_params(iterator_train__sampler=MemberSampler(len(train_rows), seed))
-            X_train = X[train_rows]
-            fit_sequential([net], X_train, y[train_rows], [seed], progress,
-                           None if sample_weight is None else sample_weight[train_rows])
+            rows = net.get_params_for("iterator_train")["sampler"].rows
+            X_train = X if rows is None else X[rows.numpy()]
+            valid_rows = getattr(net, "acceptance_rows_", np.arange(0))
             refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
             X_refresh = X_train[refresh_rows(len(X_train), self.bn_update_size, refresh)]
             generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))

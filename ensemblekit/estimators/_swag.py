@@ -8,9 +8,19 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 
-from ..engine import ENGINES, Progress, derive_seed, train_members
-from ..posteriors import SWAGCollector, refresh_rows, sampled_networks
+from ..engine import (
+    ENGINES,
+    EngineChoice,
+    MemberMonitor,
+    MonitorCallback,
+    Progress,
+    StopCallback,
+    derive_seed,
+    train_members,
+)
+from ..posteriors import SWAGCollector, flatten_parameters, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
 from ._validation import check_float, check_int, check_option
 
@@ -18,6 +28,7 @@ SWAGMethod = Literal["swa", "diagonal", "lowrank"]
 METHODS: tuple[str, ...] = ("swa", "diagonal", "lowrank")
 DEFAULT_MAX_RANK = 20
 _COLLECTOR = "ensemblekit_swag"
+_SWA_SCORES = "ensemblekit_swa_scores"
 # Stream identifiers: posterior draws and BatchNorm refresh rows never share a stream.
 _SAMPLE_STREAM = 21
 _REFRESH_STREAM = 22
@@ -153,6 +164,27 @@ class SWAGClassifier(BaseNeuralClassifier):
         ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
         strings too) to weights, missing classes weighing 1; computed by
         :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
+    early_stopping : bool, default=False
+        Shorten each run's pretraining (the epochs before ``swa_start``), never its
+        SWA phase: each run holds out a stratified ``validation_fraction`` of the
+        training rows and stops pretraining when its validation accuracy has not
+        improved by at least ``tol`` for more than ``n_iter_no_change`` epochs in a
+        row (the rule of :class:`sklearn.neural_network.MLPClassifier`, as in
+        :class:`~ensemblekit.estimators.DeepEnsembleClassifier`), or at ``swa_start``.
+        It then gets back the weights of its best pretraining epoch, and its SWA
+        phase runs from them for ``max_epochs - swa_start`` epochs exactly as without
+        early stopping (see Notes). Needs ``swa_start >= 1``.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Pretraining epochs without an improvement of at least ``tol`` tolerated
+        before the SWA phase starts.
+    tol : float, default=1e-4
+        Minimum improvement of the validation accuracy.
+    validation_split : {"per_member", "shared"}, default="per_member"
+        ``"per_member"``: each run draws its own validation rows from its seed;
+        ``"shared"``: every run holds out the same rows (drawn from the first run's
+        seed).
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -163,7 +195,16 @@ class SWAGClassifier(BaseNeuralClassifier):
         Training loss (the weighted mean over the member's training rows) after each
         epoch, one list per member (``estimators_[i]``).
     n_iter_ : ndarray of shape (n_members,)
-        Epochs each member trained.
+        Epochs each member trained, pretraining and SWA phase together.
+    validation_scores_ : list of list of float or None
+        With ``early_stopping=True``: validation accuracy after each epoch, one list
+        per run, the SWA-phase epochs included (recorded for information only; they
+        never stop the run); ``None`` otherwise.
+    best_epoch_ : ndarray of shape (n_members,) or None
+        With ``early_stopping=True``: zero-based pretraining epoch whose weights
+        started each run's SWA phase; ``None`` otherwise.
+    n_collected_ : ndarray of shape (n_estimators,)
+        Parameter vectors each run's moments hold (``moments_[i].n_collected``).
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs, holding the final SGD iterate.
     moments_ : list of SWAGMoments
@@ -178,7 +219,8 @@ class SWAGClassifier(BaseNeuralClassifier):
     seeds_ : ndarray of shape (n_estimators,)
         Seed of each run.
     swa_start_ : int
-        First epoch of the SWA phase used.
+        First epoch of the SWA phase used (with early stopping, the epoch before
+        which pretraining ended at the latest; see Notes).
     max_rank_ : int
         Maximum number of deviation columns used.
     classes_ : ndarray of shape (n_classes,)
@@ -218,6 +260,20 @@ class SWAGClassifier(BaseNeuralClassifier):
 
     Notes
     -----
+    With ``early_stopping=True`` a run trains in two phases. Pretraining runs at
+    most ``swa_start`` epochs under the stopping rule; when it stops (or reaches
+    ``swa_start``) the run's best pretraining weights are put back (the optimizer
+    state, e.g. Adam's moments, stays that of the last epoch run). The SWA phase
+    then continues the run, from its own epoch count (data order and random draws
+    go on as in :meth:`partial_fit`), for ``max_epochs - swa_start`` epochs at
+    ``swa_lr``, collecting every ``swa_freq``-th of them counted from the run's own
+    SWA start: run ``i``'s SWA phase covers its epochs ``n_iter_[i] - (max_epochs -
+    swa_start_)`` to ``n_iter_[i] - 1``. The SWA phase is never cut short and no
+    "best" SWA epoch is restored: its iterates are the posterior, and the SWAG
+    protocol (Maddox et al., 2019) pretrains to convergence and then collects. Both
+    engines give the same runs for networks without dropout; the vectorised engine
+    trains together the runs that stopped after the same number of epochs.
+
     :meth:`predict_member_proba` returns one row per sampled network, shape
     ``(n_estimators * n_samples, n_rows, n_classes)`` with the samples of run 0
     first; :meth:`predict_proba` is their mean (Bayesian model averaging).
@@ -271,6 +327,11 @@ class SWAGClassifier(BaseNeuralClassifier):
         verbose: int = 0,
         callbacks: list[Any] | None = None,
         class_weight: Any = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -301,6 +362,11 @@ class SWAGClassifier(BaseNeuralClassifier):
         self.verbose = verbose
         self.callbacks = callbacks
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -333,6 +399,12 @@ class SWAGClassifier(BaseNeuralClassifier):
                     f"swa_start={swa_start} must be smaller than max_epochs={max_epochs}: "
                     "the SWA phase would collect nothing."
                 )
+        if getattr(self, "early_stopping", False) is True and swa_start < 1:
+            raise ValueError(
+                f"early_stopping=True shortens the pretraining epochs before swa_start, "
+                f"but swa_start={swa_start} leaves none; set swa_start >= 1 or "
+                "early_stopping=False."
+            )
         n_collected = len(range(swa_start, max_epochs, int(self.swa_freq)))
         if self.max_rank is None:
             max_rank = min(DEFAULT_MAX_RANK, n_collected)
@@ -383,32 +455,213 @@ class SWAGClassifier(BaseNeuralClassifier):
         progress: Progress,
         sample_weight: np.ndarray | None = None,
     ) -> None:
-        choice = train_members(
-            nets, X, y, seeds, progress, engine=self.engine,
-            max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
-        )
-        self.engine_ = choice.engine
-        self.engine_reason_ = choice.reason
-        networks: list[torch.nn.Module] = []
-        moments = []
-        for net, seed in zip(nets, seeds):
-            run_moments = dict(net.callbacks_)[_COLLECTOR].moments
-            if self.method == "swa":
-                thetas = run_moments.mean.to(torch.float32)[None]
-            else:
-                generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
-                thetas = run_moments.sample(
-                    int(self.n_samples), generator, covariance=self.method, scale=self.scale
-                )
-            refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
-            rows = refresh_rows(len(X), self.bn_update_size, refresh)
-            networks += sampled_networks(net.module_, thetas, X[rows], self.predict_batch_size)
-            moments.append(run_moments)
-        self.moments_ = moments
-        self.sample_networks_ = networks
+        seeds = [int(s) for s in seeds]
+        swa_start, _ = self._swa_schedule
+        monitored = any(isinstance(_callback(entry), MonitorCallback)
+                        for net in nets for entry in net.callbacks or [])
+        if not monitored:
+            choices = [train_members(
+                nets, X, y, seeds, progress, engine=self.engine,
+                max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
+            )]
+        else:
+            # Early stopping shortens the pretraining only: each run stops (or reaches
+            # swa_start) and gets back its best pretraining weights, then its SWA
+            # phase runs from them, from the run's own epoch count on.
+            choices = [train_members(
+                nets, X, y, seeds, progress, engine=self.engine,
+                max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
+                epochs=swa_start,
+            )]
+            recorders = [_start_swa_phase(net) for net in nets]
+            choices += _continue_runs(self, nets, X, y, seeds, sample_weight, progress,
+                                           int(self.max_epochs) - swa_start)
+            for net, recorder in zip(nets, recorders):
+                recorder.write_history(net)
+                net.callbacks_ = [(name, cb) for name, cb in net.callbacks_
+                                  if cb is not recorder]
+        _set_engine(self, choices)
+        _draw_posterior(self, nets, X, seeds)
         self.swa_start_, self.max_rank_ = self._swa_schedule
+
+    # ------------------------------------------------------------ partial fit
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> SWAGClassifier:
+        """Train every run for one more epoch on ``(X, y)`` and redraw its posterior.
+
+        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
+        call builds the runs from their seeds (``classes`` is then required) and
+        trains them one epoch; each later call continues every run (weights,
+        optimizer state, data order and random draws go on from its epoch count) for
+        one epoch on the new rows, in the engine ``fit`` would use. Epochs are
+        numbered per run from 0 over all calls: an epoch ``e >= swa_start`` (``None``:
+        ``max_epochs // 2``, as in :meth:`fit`) runs at ``swa_lr`` and is collected
+        when ``(e - swa_start) % swa_freq == 0``, so the moments grow call after call
+        (after an early-stopped :meth:`fit`, each run's own SWA start counts). After
+        each call the ``n_samples`` networks of every run are drawn again from its
+        moments, from the run's seed, and BatchNorm refreshed on the rows of this
+        call.
+
+        Before a run has collected any iterate (``n_collected_`` is 0: every call
+        so far ran before ``swa_start``) its networks are copies of its current
+        weights, a point estimate; while it holds a single deviation,
+        ``method="lowrank"`` draws from the diagonal part alone (the low-rank term
+        needs two). Early stopping does not apply; ``loss_curve_`` and ``n_iter_``
+        grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,)
+            Labels, all among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label; required on the first call, optional later (it must
+            then equal ``classes_``).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : SWAGClassifier
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``classes`` is missing on the first call, ``y`` holds a label not
+            in ``classes``, or ``checkpoint_epochs`` is set.
+        """
+        return self._partial_fit(X, y, classes, sample_weight)
+
+    def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
+                          sample_weight: np.ndarray | None) -> None:
+        _set_engine(self, _continue_runs(self, nets, X, y, seeds, sample_weight, None, 1))
+        _draw_posterior(self, nets, X, seeds)
+
+    @property
+    def n_collected_(self) -> np.ndarray:
+        """Iterates each run has collected, shape (n_estimators,)."""
+        return np.array([m.n_collected for m in self.moments_], dtype=np.int64)
 
     # ------------------------------------------------------------ prediction
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
         return self._predict_logits(self.sample_networks_, X)
+
+
+def _callback(entry: Any) -> Any:
+    return entry[1] if isinstance(entry, tuple) else entry
+
+
+class _ValidationScores(Callback):
+    """Validation accuracy after each epoch of the SWA phase, with no stopping rule.
+
+    The early-stopping monitor's rows and scoring, run by both engines (skorch's
+    ``on_epoch_end`` or the vectorised engine's ``on_stacked_epoch_end``); the scores
+    are written into the run's history afterwards, never flagged as best epochs.
+    """
+
+    def __init__(self, monitor: MemberMonitor) -> None:
+        self.monitor = monitor
+        self.scores: list[float] = []
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        self.on_stacked_epoch_end(len(net.history) - 1, net.module_)
+
+    def on_stacked_epoch_end(self, epoch: int, module: torch.nn.Module) -> None:
+        self.scores.append(self.monitor.score(module))
+
+    def write_history(self, net: Any) -> None:
+        rows = net.history[len(net.history) - len(self.scores):]
+        for row, score in zip(rows, self.scores):
+            row["valid_acc"] = score
+            row["valid_acc_best"] = False
+
+
+def _start_swa_phase(net: Any) -> _ValidationScores:
+    """End a run's pretraining: its SWA phase starts at its epoch count, and its
+    validation rows are scored (without a stopping rule) from now on."""
+    callbacks = dict(net.callbacks_)
+    monitor = next(cb for cb in callbacks.values() if isinstance(cb, MonitorCallback))
+    callbacks[_COLLECTOR].swa_start = len(net.history)
+    recorder = _ValidationScores(monitor.monitor)
+    net.callbacks_ = [
+        (name, cb) for name, cb in net.callbacks_
+        if not isinstance(cb, (MonitorCallback, StopCallback))
+    ] + [(_SWA_SCORES, recorder)]
+    return recorder
+
+
+def _continue_runs(
+    estimator: Any,
+    nets: Sequence[NeuralNetClassifier],
+    X: np.ndarray,
+    y: np.ndarray,
+    seeds: Sequence[int],
+    sample_weight: np.ndarray | None,
+    progress: Progress | None,
+    epochs: int,
+) -> list[EngineChoice]:
+    """Train fitted runs ``epochs`` more epochs, each from its own epoch count.
+
+    Runs that have trained the same number of epochs are trained together (the
+    vectorised engine steps members of one epoch count and optimizer step count).
+    """
+    groups: dict[int, list[int]] = {}
+    for k, net in enumerate(nets):
+        groups.setdefault(len(net.history), []).append(k)
+    choices = []
+    for _, members in sorted(groups.items()):
+        choices.append(train_members(
+            [nets[k] for k in members], X, y, [int(seeds[k]) for k in members], progress,
+            engine=estimator.engine, max_members_per_pass=estimator.max_members_per_pass,
+            sample_weight=sample_weight, initialize=False, epochs=epochs,
+        ))
+    return choices
+
+
+def _set_engine(estimator: Any, choices: Sequence[EngineChoice]) -> None:
+    vectorized = [c for c in choices if c.engine == "vectorized"]
+    if len(vectorized) == len(choices):
+        estimator.engine_, estimator.engine_reason_ = "vectorized", choices[0].reason
+    else:
+        fallback = next(c for c in choices if c.engine != "vectorized")
+        estimator.engine_, estimator.engine_reason_ = "sequential", fallback.reason
+
+
+def _draw_posterior(
+    estimator: Any, nets: Sequence[NeuralNetClassifier], X: np.ndarray, seeds: Sequence[int]
+) -> None:
+    """Draw each run's networks from its moments (from its seed), BatchNorm refreshed.
+
+    A run that has collected nothing yet (``partial_fit`` before ``swa_start``)
+    gives copies of its current weights; with fewer than 2 deviations the
+    low-rank term is left out (it needs ``K' >= 2``).
+    """
+    networks: list[torch.nn.Module] = []
+    moments = []
+    n_draws = 1 if estimator.method == "swa" else int(estimator.n_samples)
+    for net, seed in zip(nets, seeds):
+        run_moments = dict(net.callbacks_)[_COLLECTOR].moments
+        if run_moments.n_collected == 0:
+            current = flatten_parameters(net.module_).float().cpu()
+            thetas = current[None].repeat(n_draws, 1)
+        elif estimator.method == "swa":
+            thetas = run_moments.mean.to(torch.float32)[None]
+        else:
+            generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
+            covariance = estimator.method
+            scale = estimator.scale
+            if covariance == "lowrank" and run_moments.rank < 2:
+                # The diagonal part of the low-rank posterior, at its scale (1/2).
+                covariance = "diagonal"
+                scale = 0.5 if scale is None else scale
+            thetas = run_moments.sample(n_draws, generator, covariance=covariance,
+                                        scale=scale)
+        refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
+        rows = refresh_rows(len(X), estimator.bn_update_size, refresh)
+        networks += sampled_networks(net.module_, thetas, X[rows], estimator.predict_batch_size)
+        moments.append(run_moments)
+    estimator.moments_ = moments
+    estimator.sample_networks_ = networks

@@ -75,24 +75,54 @@ class SWAGCollector(Callback):
 class CheckpointCollector(Callback):
     """Keep the flat parameter vector at the end of every epoch from ``start`` on.
 
+    Epochs are counted over the net's whole history, so training continued later
+    (``partial_fit``) records its epochs after those of the first fit.
+
     Parameters
     ----------
     start : int
         First epoch recorded, zero-based.
+    keep : int or None, default=None
+        Keep only the ``keep`` most recent checkpoints (a sliding window over the
+        trajectory); ``None`` keeps all of them.
 
     Attributes
     ----------
     checkpoints : list of torch.Tensor of shape (n_parameters,)
         One float32 CPU vector per recorded epoch (reset when training starts).
+    epochs : list of int
+        The zero-based epoch of each checkpoint.
+
+    Examples
+    --------
+    >>> collector = CheckpointCollector(start=1, keep=2).initialize()
+    >>> layer = torch.nn.Linear(1, 1)
+    >>> for epoch in range(4):
+    ...     collector.on_stacked_epoch_end(epoch, layer)
+    >>> collector.epochs, len(collector.checkpoints)
+    ([2, 3], 2)
     """
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, start: int, keep: int | None = None) -> None:
         self.start = start
+        self.keep = keep
 
     def initialize(self) -> CheckpointCollector:
         self.checkpoints: list[torch.Tensor] = []
+        self.epochs: list[int] = []
         return self
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        if _epoch(net) >= self.start:
-            self.checkpoints.append(flatten_parameters(net.module_).float().cpu())
+        self.on_stacked_epoch_end(_epoch(net), net.module_)
+
+    # The vectorised engine calls this with the member's module as it stands after
+    # each epoch (zero-based, counted over the member's history).
+    def on_stacked_epoch_end(self, epoch: int, module: torch.nn.Module) -> None:
+        """Record the parameters after ``epoch`` if it is ``start`` or later."""
+        if epoch < self.start:
+            return
+        self.checkpoints.append(flatten_parameters(module).float().cpu())
+        self.epochs.append(int(epoch))
+        keep = getattr(self, "keep", None)
+        if keep is not None and len(self.checkpoints) > keep:
+            del self.checkpoints[:-keep], self.epochs[:-keep]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sklearn
 import torch
 from sklearn.datasets import load_iris, make_classification
-from sklearn.metrics import recall_score
-from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.metrics import accuracy_score, recall_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
@@ -166,7 +168,7 @@ def test_invalid_sample_weight(weight, match):
 
 @pytest.mark.parametrize("class_weight, match", [
     ("balance", "class_weight must be"),
-    ({"a": 1.0}, "not in class_weight"),
+    ({"a": 1.0}, "not a class"),
     ({0: -1.0}, "non-negative"),
 ])
 def test_invalid_class_weight(class_weight, match):
@@ -175,13 +177,63 @@ def test_invalid_class_weight(class_weight, match):
         _make("vectorized", class_weight=class_weight).fit(X, y)
 
 
-def test_metadata_routing_pipeline_gridsearch_cross_validate():
+_IRIS_NAMES = np.array(["setosa", "versicolor", "virginica"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("string_labels, class_weight, message", [
+    (False, {0: 2.0, 3: 1.0}, "a key 3 that is not a class"),
+    (False, {"setosa": 2.0}, "a key 'setosa' that is not a class"),
+    (False, {5: 1.0, 0: 2.0, -1: 1.0}, "keys 5, -1 that are not classes"),
+    (True, {"versicolor": 2.0, "rose": 1.0, "tulip": 3.0},
+     "keys 'rose', 'tulip' that are not classes"),
+    (True, {1: 2.0}, "a key 1 that is not a class"),
+])
+def test_class_weight_unknown_key_names_keys_and_classes(kind, string_labels, class_weight,
+                                                         message):
+    X, y = _iris()
+    labels = _IRIS_NAMES[y] if string_labels else y
+    classes = "['setosa', 'versicolor', 'virginica']" if string_labels else "[0, 1, 2]"
+    with pytest.raises(ValueError, match=re.escape(message) + ".*the classes are "
+                       + re.escape(classes)):
+        _make(kind, class_weight=class_weight).fit(X, labels)
+
+
+@pytest.mark.parametrize("key", [np.int64(2), 2.0, np.float32(2.0)])
+def test_class_weight_keys_match_classes_as_dict_lookups_do(key):
+    # scikit-learn looks classes up in the dict, so 2.0 and np.int64(2) name the class 2.
+    X, y = _iris()
+    a = _make("vectorized", class_weight={key: 3.0}).fit(X, y)
+    b = _make("vectorized").fit(X, y, sample_weight=np.where(y == 2, 3.0, 1.0))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+# scikit-learn 1.6 and 1.7 route a search's or cross_validate's default scoring
+# (scoring=None, i.e. Pipeline.score) by the Pipeline's own score request instead of by its
+# steps' requests, and raise UnsetMetadataPassedError unless the Pipeline itself requests
+# sample_weight for score (https://github.com/scikit-learn/scikit-learn/issues/30937, fixed
+# in 1.8).
+# Requesting it on the Pipeline is what users of those releases must write; it is harmless
+# from 1.8 on, which routes by the steps alone.
+_ROUTES_PIPELINE_SCORE_BY_STEPS = tuple(
+    int(part) for part in sklearn.__version__.split(".")[:2]) >= (1, 8)
+
+
+@pytest.mark.parametrize("pipeline_score_request", [
+    True,
+    pytest.param(False, marks=pytest.mark.skipif(
+        not _ROUTES_PIPELINE_SCORE_BY_STEPS,
+        reason="scikit-learn < 1.8 needs Pipeline.set_score_request (scikit-learn#30937)")),
+])
+def test_metadata_routing_pipeline_gridsearch_cross_validate(pipeline_score_request):
     X, y = _iris()
     w = np.random.default_rng(6).uniform(0.1, 3.0, len(y))
     with sklearn.config_context(enable_metadata_routing=True):
         clf = _make("vectorized").set_fit_request(sample_weight=True)
         clf.set_score_request(sample_weight=True)
         pipe = make_pipeline(StandardScaler().set_fit_request(sample_weight=False), clf)
+        if pipeline_score_request:
+            pipe.set_score_request(sample_weight=True)
         search = GridSearchCV(pipe, {"deepensembleclassifier__lr": [1e-2, 2e-2]}, cv=2)
         search.fit(X, y, sample_weight=w)
         best_lr = search.best_params_["deepensembleclassifier__lr"]
@@ -193,4 +245,13 @@ def test_metadata_routing_pipeline_gridsearch_cross_validate():
         unweighted = make_pipeline(StandardScaler(), _make("vectorized", lr=best_lr)).fit(X, y)
         assert not np.allclose(search.predict_proba(X), unweighted.predict_proba(X))
         scores = cross_validate(pipe, X, y, cv=2, params={"sample_weight": w})
-        assert scores["test_score"].shape == (2,)
+    # The weights reach both fit and score: each fold's score is the weighted accuracy of a
+    # pipeline fitted on the weighted training rows (cv=2 is an unshuffled StratifiedKFold).
+    expected, unweighted_score = [], []
+    for train, test in StratifiedKFold(2).split(X, y):
+        fold = make_pipeline(StandardScaler(), _make("vectorized"))
+        fold.fit(X[train], y[train], deepensembleclassifier__sample_weight=w[train])
+        expected.append(accuracy_score(y[test], fold.predict(X[test]), sample_weight=w[test]))
+        unweighted_score.append(accuracy_score(y[test], fold.predict(X[test])))
+    np.testing.assert_allclose(scores["test_score"], expected, rtol=1e-12)
+    assert not np.allclose(expected, unweighted_score)
