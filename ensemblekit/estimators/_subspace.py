@@ -305,7 +305,9 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     with ``collect_from_epoch=None``): a fit uses exactly the epochs
     ``collect_from_epoch`` to ``max_epochs - 1``. A run stopped early uses the
     checkpoints of the epochs up to its best epoch (the last ones of the window
-    ending there), so the trajectory ends where :math:`\theta^*` is. When a run
+    ending there), so the trajectory ends where :math:`\theta^*` is; the epochs
+    after it, whose weights the restore discarded, are dropped for good, and a later
+    :meth:`partial_fit` extends the trajectory from the best epoch. When a run
     has fewer checkpoints than its method needs (2 for ``"diagonal_gaussian"``,
     ``rank`` for ``"pca_gaussian"``, 1 for ``"weight_average"``), which happens
     after early stopping or in the first calls to :meth:`partial_fit`, its
@@ -744,7 +746,9 @@ def _trajectory(net: NeuralNetClassifier, window: int) -> list[torch.Tensor]:
 
     The last ``window`` recorded checkpoints up to the epoch whose weights the run
     holds: its best epoch when early stopping restored it in the last training
-    call, its last epoch otherwise.
+    call, its last epoch otherwise. Checkpoints of the epochs a restore discarded
+    are dropped from the run's record, so training continued later (``partial_fit``)
+    extends the trajectory the held weights actually followed.
     """
     collector = dict(net.callbacks_)[_COLLECTOR]
     history = net.history
@@ -752,5 +756,8 @@ def _trajectory(net: NeuralNetClassifier, window: int) -> list[torch.Tensor]:
     if len(history) and history[-1].get("valid_acc") is not None:
         flagged = [i for i, row in enumerate(history) if row.get("valid_acc_best")]
         held = flagged[-1] if flagged else held
-    kept = [c for c, e in zip(collector.checkpoints, collector.epochs) if e <= held]
-    return kept[-window:]
+    kept = [i for i, e in enumerate(collector.epochs) if e <= held]
+    if len(kept) < len(collector.epochs):
+        collector.checkpoints = [collector.checkpoints[i] for i in kept]
+        collector.epochs = [collector.epochs[i] for i in kept]
+    return collector.checkpoints[-window:]

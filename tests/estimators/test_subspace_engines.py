@@ -155,18 +155,44 @@ def test_early_stopping_restores_the_best_epoch_and_its_trajectory(stopped):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_validation_rows_then_acceptance_rows_never_overlap():
+def test_partial_fit_after_early_stopping_continues_from_the_best_epoch(stopped):
+    import copy
+
+    from _posterior_helpers import recorder
+
+    X, y, fits = stopped
+    clf = copy.deepcopy(fits["recorded"])
+    best = clf.best_epoch_.copy()
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.n_iter_, fits["recorded"].n_iter_ + 1)
+    for m, (net, sample) in enumerate(zip(clf.estimators_, clf.sample_networks_)):
+        thetas = recorder(net).thetas
+        # The window: the epochs up to the best one (those after it were discarded
+        # by the restore), then the epoch trained from the best weights.
+        window = [*thetas[max(0, best[m] - 8): best[m] + 1], thetas[-1]]
+        expected = torch.stack(window).mean(0).numpy()
+        got = torch.nn.utils.parameters_to_vector(sample.parameters()).detach().numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The vectorised fit's runs stopped apart: "auto" continues them sequentially.
+    vec = copy.deepcopy(fits["vectorized"])
+    vec.set_params(engine="auto").partial_fit(X, y)
+    assert vec.engine_ == "sequential" and "different numbers of epochs" in vec.engine_reason_
+
+
+@pytest.mark.parametrize("split", ["per_member", "shared"])
+def test_validation_rows_then_acceptance_rows_never_overlap(split):
     from ensemblekit import DeepEnsembleClassifier
 
     X, y = _noisy_digits(200)
     params = dict(n_estimators=2, max_epochs=1, random_state=3, device="cpu",
                   module__hidden_layer_sizes=(4,), early_stopping=True,
-                  validation_fraction=0.25)
+                  validation_fraction=0.25, validation_split=split)
     clf = SubspaceSamplingClassifier(method="random", accuracy_threshold=0.1,
                                      acceptance_fraction=0.2, n_samples=1,
                                      **params).fit(X, y)
     # The validation rows are those any estimator draws for these seeds.
     ref = DeepEnsembleClassifier(**params).fit(X, y)
+    valids, accepts = [], []
     for net, ref_net in zip(clf.estimators_, ref.estimators_):
         rows = net.get_params_for("iterator_train")["sampler"].rows.numpy()
         accept = net.acceptance_rows_
@@ -176,6 +202,10 @@ def test_validation_rows_then_acceptance_rows_never_overlap():
         assert np.intersect1d(valid, accept).size == 0
         np.testing.assert_array_equal(np.sort(np.concatenate([rows, accept, valid])),
                                       np.arange(len(y)))
+        valids.append(valid)
+        accepts.append(accept)
+    assert np.array_equal(valids[0], valids[1]) == (split == "shared")
+    assert not np.array_equal(accepts[0], accepts[1])
 
 
 def test_validation_fraction_is_unused_without_early_stopping(iris):
