@@ -78,6 +78,76 @@ _TRAJECTORY_PARAMS = """\
         ``criterion__*`` is refused (``loss`` builds the criterion).
 """
 
+_EARLY_STOPPING_PARAMS = """\
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training rows for each network (not
+        stratified: the targets are real) and stop it when its validation R^2 has not
+        improved by at least ``tol`` for more than ``n_iter_no_change`` epochs in a row,
+        the rule and score of :class:`sklearn.neural_network.MLPRegressor` (R^2 of the
+        predicted means, :func:`~sklearn.metrics.r2_score`, weighted by
+        ``sample_weight``, averaged uniformly over targets); the network then gets back
+        the weights of its best epoch. Each network stops on its own; in the
+        vectorised engine a stopped network's state is frozen at its stopping epoch
+        while the others go on.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out when ``early_stopping=True`` (at least
+        2 rows).
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` tolerated before stopping.
+    tol : float, default=1e-4
+        Minimum improvement of the validation R^2.
+    validation_split : {"per_member", "shared"}, default="per_member"
+        ``"per_member"``: each network draws its own validation rows from its seed;
+        ``"shared"``: every network holds out the same rows (drawn from the first
+        seed).
+"""
+
+_CURVE_ATTRIBUTES = """\
+    loss_curve_ : list of list of float
+        Training loss (the weighted mean over the network's training rows, in
+        standardised target units when ``normalize_y=True``) after each epoch, one
+        list per network (``estimators_[i]``).
+    n_iter_ : ndarray of shape (n_networks,)
+        Epochs each network trained.
+    validation_scores_ : list of list of float or None
+        With ``early_stopping=True``: validation R^2 after each epoch, one list per
+        network; ``None`` otherwise.
+    best_epoch_ : ndarray of shape (n_networks,) or None
+        With ``early_stopping=True``: zero-based epoch whose weights each network
+        holds (its best validation R^2); ``None`` otherwise.
+"""
+
+_PARTIAL_FIT_DOC = """Train every network for one more epoch on ``(X, y)``.
+
+        For data that arrives in pieces, as ``MLPRegressor.partial_fit``: the first
+        call builds the networks from their seeds and trains them one epoch (and,
+        with ``normalize_y=True``, fixes the target scaling from its ``y``); each later
+        call continues every network (weights, optimizer state, data order and random
+        draws go on from its epoch count) for one epoch on the new rows, in the engine
+        ``fit`` would use. Early stopping does not apply; ``loss_curve_`` and
+        ``n_iter_`` grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets, with the number of columns of the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : estimator
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``X`` or ``y`` is not shaped like the first call's, or
+            ``checkpoint_epochs`` is set.
+        """
+
 _COMMON_ATTRIBUTES = """\
     seeds_ : ndarray of shape (n_estimators,)
         Seed of each trained network.
@@ -138,12 +208,12 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     warm_start : bool, default=False
         Keep fitted members when refitting with a larger ``n_estimators``; the
         target scaling of the first fit is kept.
-{_TRAJECTORY_PARAMS}
+{_TRAJECTORY_PARAMS}{_EARLY_STOPPING_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
         The fitted members.
-{_COMMON_ATTRIBUTES}\
+{_CURVE_ATTRIBUTES}{_COMMON_ATTRIBUTES}\
     engine_ : {{"sequential", "vectorized"}}
         Engine that trained the last members.
     engine_reason_ : str
@@ -173,6 +243,15 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     ((4,), True)
     >>> [a.shape for a in reg.predict_member(X[:4])]
     [(3, 4), (3, 4)]
+
+    With early stopping each member holds out 10% of the rows and keeps the weights
+    of its best validation R^2:
+
+    >>> reg = DeepEnsembleRegressor(n_estimators=2, max_epochs=20, early_stopping=True,
+    ...                             n_iter_no_change=3, random_state=0,
+    ...                             module__hidden_layer_sizes=(16,)).fit(X, y)
+    >>> len(reg.validation_scores_), bool((reg.best_epoch_ < reg.n_iter_).all())
+    (2, True)
     """
 
     def __init__(
@@ -204,6 +283,11 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -232,7 +316,17 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> DeepEnsembleRegressor:
+        return self._partial_fit(X, y, None, sample_weight)
+
+    partial_fit.__doc__ = _PARTIAL_FIT_DOC
 
     # The method's own steps are the classifier's; only the task differs.
     _validate_method_params = DeepEnsembleClassifier._validate_method_params
@@ -240,6 +334,7 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     _bootstrap = DeepEnsembleClassifier._bootstrap
     _batches_with_replacement = DeepEnsembleClassifier._batches_with_replacement
     _fit_members = DeepEnsembleClassifier._fit_members
+    _continue_members = DeepEnsembleClassifier._continue_members
     _trains_jointly = DeepEnsembleClassifier._trains_jointly
     _member_attributes = DeepEnsembleClassifier._member_attributes
 
@@ -417,11 +512,12 @@ class DropoutRegressor(BaseNeuralRegressor):
         Vectorised engine: train at most this many runs at once.
     precision : {{"fp32", "bf16"}}, default="fp32"
         Vectorised engine: ``"bf16"`` trains under bfloat16 autocast.
-{_TRAJECTORY_PARAMS}
+{_TRAJECTORY_PARAMS}{_EARLY_STOPPING_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
         The trained runs.
+{_CURVE_ATTRIBUTES}\
     n_samples_ : int
         Thinned networks per run used at prediction time.
     engine_ : {{"sequential", "vectorized"}}
@@ -472,6 +568,11 @@ class DropoutRegressor(BaseNeuralRegressor):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -496,7 +597,17 @@ class DropoutRegressor(BaseNeuralRegressor):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> DropoutRegressor:
+        return self._partial_fit(X, y, None, sample_weight)
+
+    partial_fit.__doc__ = _PARTIAL_FIT_DOC
 
     def _module_spec(self, X: np.ndarray) -> tuple[Any, dict[str, Any]]:
         module, kwargs = super()._module_spec(X)
@@ -508,6 +619,7 @@ class DropoutRegressor(BaseNeuralRegressor):
     _n_members = DropoutClassifier._n_members
     _fit_members = DropoutClassifier._fit_members
     _train = DropoutClassifier._train
+    _continue_members = DropoutClassifier._continue_members
     _trains_jointly = DropoutClassifier._trains_jointly
     _member_attributes = DropoutClassifier._member_attributes
     _member_logits = DropoutClassifier._member_logits
