@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import r2_score
 
-from ensemblekit import DeepEnsembleRegressor, DropoutRegressor
+from ensemblekit import DeepEnsembleRegressor, DropoutRegressor, SWAGRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -203,3 +203,76 @@ def test_partial_fit_errors():
         reg.partial_fit(X[:, :3], y)
     with pytest.raises(ValueError, match="checkpoint"):
         _pf(checkpoint_epochs="all").partial_fit(X, y)
+
+
+# ----------------------------------------------------------------- SWAG
+_SWAG = dict(n_estimators=2, n_samples=3, max_epochs=60, swa_start=50, swa_freq=2, lr=1e-2,
+             batch_size=32, random_state=0, device="cpu", module__hidden_layer_sizes=(64,),
+             early_stopping=True, n_iter_no_change=3, validation_fraction=0.25)
+_N_SWA = _SWAG["max_epochs"] - _SWAG["swa_start"]
+
+
+@pytest.fixture(scope="module")
+def swag_stopped():
+    X, y = _noisy_linear()
+    return X, y, {e: SWAGRegressor(engine=e, **_SWAG).fit(X, y)
+                  for e in ("sequential", "vectorized")}
+
+
+def test_swag_early_stopping_shortens_pretraining_only(swag_stopped):
+    X, _, regs = swag_stopped
+    for reg in regs.values():
+        pre = reg.n_iter_ - _N_SWA
+        assert (pre < reg.swa_start).all()
+        for m in range(reg.n_estimators):
+            scores = reg.validation_scores_[m]
+            assert len(scores) == reg.n_iter_[m] == len(reg.loss_curve_[m])
+            assert _mlp_rule(scores[: pre[m]], reg.tol, reg.n_iter_no_change) == (
+                pre[m], reg.best_epoch_[m])
+        # The whole SWA phase ran and collected every swa_freq-th of its epochs.
+        np.testing.assert_array_equal(reg.n_collected_, len(range(0, _N_SWA, 2)))
+    seq, vec = regs["sequential"], regs["vectorized"]
+    assert vec.engine_ == "vectorized"
+    np.testing.assert_array_equal(seq.n_iter_, vec.n_iter_)
+    np.testing.assert_array_equal(seq.best_epoch_, vec.best_epoch_)
+    for m in range(seq.n_estimators):
+        np.testing.assert_allclose(seq.validation_scores_[m], vec.validation_scores_[m],
+                                   atol=1e-5)
+        np.testing.assert_allclose(seq.moments_[m].mean, vec.moments_[m].mean, atol=1e-4)
+    for a, b in zip(seq.predict_member(X), vec.predict_member(X)):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_swag_partial_fit_calls_continue_a_fit(engine):
+    X, y = _noisy_linear(n=80)
+    params = dict(n_estimators=2, n_samples=3, swa_start=1, method="diagonal",
+                  random_state=0, device="cpu", lr=1e-2, batch_size=16, engine=engine,
+                  module__hidden_layer_sizes=(8,))
+    inc = SWAGRegressor(max_epochs=50, **params)
+    for _ in range(3):
+        inc.partial_fit(X, y)
+    np.testing.assert_array_equal(inc.n_iter_, [3, 3])
+    np.testing.assert_array_equal(inc.n_collected_, [2, 2])
+    full = SWAGRegressor(max_epochs=3, **params).fit(X, y)
+    np.testing.assert_allclose(inc.loss_curve_, full.loss_curve_, rtol=1e-6)
+    for a, b in zip(inc.moments_, full.moments_):
+        np.testing.assert_allclose(a.mean, b.mean, atol=1e-6)
+    for a, b in zip(inc.predict_member(X), full.predict_member(X)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_memory_serves_early_stopped_regressors_with_their_curves(tmp_path):
+    X, y = _noisy_linear()
+    params = dict(n_estimators=2, max_epochs=100, memory=str(tmp_path))
+    first = _es("auto", **params).fit(X, y)
+    again = _es("auto", **params).fit(X, y)
+    assert again.n_members_loaded_ == 2
+    np.testing.assert_array_equal(again.best_epoch_, first.best_epoch_)
+    assert again.validation_scores_ == first.validation_scores_
+    np.testing.assert_array_equal(again.predict(X), first.predict(X))
+    # The networks learn standardised targets: an affine change of y reuses them, and
+    # the predictions follow it.
+    shifted = _es("auto", **params).fit(X, 3 * y + 1)
+    assert shifted.n_members_loaded_ == 2
+    np.testing.assert_allclose(shifted.predict(X), 3 * first.predict(X) + 1, atol=1e-4)
