@@ -276,3 +276,26 @@ def test_memory_serves_early_stopped_regressors_with_their_curves(tmp_path):
     shifted = _es("auto", **params).fit(X, 3 * y + 1)
     assert shifted.n_members_loaded_ == 2
     np.testing.assert_allclose(shifted.predict(X), 3 * first.predict(X) + 1, atol=1e-4)
+
+
+def test_r2_monitor_scores_like_r2_score_and_a_nan_score_never_improves():
+    import torch
+    from torch import nn
+
+    from ensemblekit.engine import MemberMonitor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)).astype(np.float32)
+    y = rng.normal(size=(20, 2))
+    w = rng.uniform(0.5, 2.0, 20)
+    net = nn.Linear(3, 4)  # a Gaussian head: 2 means, then 2 raw variances
+    mon = MemberMonitor(X, y, w, n_iter_no_change=1, tol=0.0, batch_size=7, score="r2")
+    means = net(torch.as_tensor(X)).detach().numpy()[:, :2]
+    assert mon.score(net) == pytest.approx(r2_score(y, means, sample_weight=w), abs=1e-6)
+    assert not mon.end_epoch(net) and mon.best_epoch == 0
+    with torch.no_grad():
+        net.weight.fill_(float("nan"))
+    assert not mon.end_epoch(net)  # nan: one epoch without improvement
+    assert np.isnan(mon.scores[-1]) and mon.best_epoch == 0
+    assert mon.end_epoch(net)  # two: more than n_iter_no_change, stop
+    assert mon.improved == [True, False, False]
