@@ -597,7 +597,8 @@ class DropoutRegressor(BaseNeuralRegressor):
         draw the same training dropout masks from each run's seed and give the same
         runs up to rounding; on CUDA the masks differ (same distribution).
     max_members_per_pass : int or None, default=None
-        Vectorised engine: train at most this many runs at once.
+        Vectorised engine: train at most this many runs at once; prediction
+        evaluates at most this many thinned networks at once.
     precision : {{"fp32", "bf16"}}, default="fp32"
         Vectorised engine: ``"bf16"`` trains under bfloat16 autocast.
 {_TRAJECTORY_PARAMS}{_EARLY_STOPPING_PARAMS}{_ROUTED_PARAMS}
@@ -711,3 +712,4 @@ class DropoutRegressor(BaseNeuralRegressor):
     _trains_jointly = DropoutClassifier._trains_jointly
     _member_attributes = DropoutClassifier._member_attributes
     _member_logits = DropoutClassifier._member_logits
+    _member_logits_loop = DropoutClassifier._member_logits_loop
