@@ -19,8 +19,10 @@ methods inherit earlier peaks).
 
 The ``predict`` case measures prediction latency instead: ``predict_proba`` of a fitted
 5-member MLP ensemble (its grouped network cached after the first call) against a plain
-loop over the members' torch modules (softmax and mean included), and against a grouped
-network built for every call, at 64, 1,000 and 10,000 rows (median of repeated calls).
+loop over the members' torch modules (``torch.no_grad``, float32 tensor, softmax and
+mean), and against a grouped network built for every call, at 64, 1,000 and 10,000 rows:
+timed interleaved in rounds, medians of all calls, the load average before and after each
+size.
 
 Usage::
 
@@ -267,22 +269,23 @@ def run_case(case: Case, device: str, methods: tuple[str, ...]) -> list[Result]:
 
 # ----------------------------------------------------------------- prediction latency
 PREDICT_METHODS = ("plain-loop", "predict_proba", "predict_proba (uncached)")
+#: (rows, rounds, calls per method and round); the uncached method is called once a round.
+PREDICT_SIZES = ((64, 40, 25), (1_000, 30, 5), (10_000, 15, 1))
 
 
-def _median_seconds(fn: Callable[[], Any], device: str, repeats: int) -> float:
-    fn()  # warm-up (builds the cached grouped network on the first call)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def _load() -> list[float] | None:
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def run_predict_case(case: Case, device: str, quick: bool) -> list[dict[str, Any]]:
-    """Median latency of each prediction method at several numbers of rows."""
+    """Median latency of each prediction method at several numbers of rows.
+
+    The methods are timed interleaved, in rounds: each round calls the plain loop and
+    ``predict_proba`` alternately ``calls`` times each (and the uncached predictor
+    once), so a change of the machine's load during the run affects them alike. The
+    ratio is that of the medians over all calls; ``ratio_iqr`` is the interquartile
+    range of the per-round ratios of medians, a measure of the noise.
+    """
     from ensemblekit.engine import predict_member_logits
 
     X, y = make_data(case)
@@ -290,32 +293,64 @@ def run_predict_case(case: Case, device: str, quick: bool) -> list[dict[str, Any
     modules = [net.module_.eval() for net in clf.estimators_]
 
     def plain(xb: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.as_tensor(xb, device=device)
+        # What a user would write: every module on a float32 tensor, softmax, mean.
+        with torch.no_grad():
+            x = torch.from_numpy(xb).to(device)
             logits = torch.stack([mod(x) for mod in modules])
-            return logits.float().softmax(-1).mean(0).cpu().numpy()
+            return logits.softmax(-1).mean(0).cpu().numpy()
 
     def uncached(xb: np.ndarray) -> np.ndarray:
         logits = predict_member_logits(modules, xb, clf.predict_batch_size)
         z = np.exp(logits - logits.max(-1, keepdims=True))
         return (z / z.sum(-1, keepdims=True)).mean(0)
 
-    methods = {"plain-loop": plain, "predict_proba": clf.predict_proba,
-               "predict_proba (uncached)": uncached}
+    methods: dict[str, Callable[[np.ndarray], Any]] = {
+        "plain-loop": plain, "predict_proba": clf.predict_proba,
+        "predict_proba (uncached)": uncached}
+
+    def call(fn: Callable[[np.ndarray], Any], xb: np.ndarray) -> float:
+        sync(device)
+        start = time.perf_counter()
+        fn(xb)
+        sync(device)
+        return time.perf_counter() - start
+
     rows = []
-    for n_rows, repeats in ((64, 300), (1_000, 60), (10_000, 10)):
+    for n_rows, rounds, calls in PREDICT_SIZES:
         if quick:
-            repeats = max(3, repeats // 10)
+            rounds = 3
         xb = make_data(case, n=n_rows, seed=2)[0]
         np.testing.assert_allclose(clf.predict_proba(xb), plain(xb), rtol=1e-4, atol=1e-5)
-        times = {name: _median_seconds(lambda f=fn, x=xb: f(x), device, repeats)
-                 for name, fn in methods.items()}
+        for fn in methods.values():  # warm-up (builds the cached grouped network)
+            fn(xb)
+        load_before = _load()
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        round_ratios = []
+        for r in range(rounds):
+            ours, loop = [], []
+            for i in range(calls):
+                # Alternate which goes first, so neither always follows the other.
+                order = ("plain-loop", "predict_proba")[:: 1 if (r + i) % 2 else -1]
+                for name in order:
+                    (loop if name == "plain-loop" else ours).append(call(methods[name], xb))
+            times["plain-loop"] += loop
+            times["predict_proba"] += ours
+            times["predict_proba (uncached)"].append(
+                call(methods["predict_proba (uncached)"], xb))
+            round_ratios.append(float(np.median(ours) / np.median(loop)))
+        load_after = _load()
+        medians = {name: float(np.median(t)) for name, t in times.items()}
+        iqr = [float(v) for v in np.percentile(round_ratios, [25, 75])]
         for name in PREDICT_METHODS:
-            rows.append({"rows": n_rows, "method": name, "median_ms": 1e3 * times[name],
-                         "vs_plain_loop": times[name] / times["plain-loop"],
-                         "repeats": repeats})
-            print(f"  [predict] {n_rows} rows, {name}: {1e3 * times[name]:.3f} ms "
-                  f"({times[name] / times['plain-loop']:.2f}x the plain loop)", flush=True)
+            rows.append({"rows": n_rows, "method": name, "median_ms": 1e3 * medians[name],
+                         "vs_plain_loop": medians[name] / medians["plain-loop"],
+                         "calls": len(times[name]),
+                         "ratio_iqr": iqr if name == "predict_proba" else None,
+                         "load_before": load_before, "load_after": load_after})
+            print(f"  [predict] {n_rows} rows, {name}: {1e3 * medians[name]:.3f} ms "
+                  f"({medians[name] / medians['plain-loop']:.2f}x the plain loop)", flush=True)
+        print(f"  [predict] {n_rows} rows: per-round ratio IQR {iqr[0]:.2f}-{iqr[1]:.2f}, "
+              f"load {load_before} -> {load_after}", flush=True)
     return rows
 
 
@@ -364,6 +399,7 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
@@ -383,7 +419,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Engine benchmark: {env['device_name']} ({env['device']})",
         "",
         f"torch {env['torch']}, Python {env['python']}, skorch {env['skorch']}, "
-        f"{env['cpu_count']} CPUs, {env['torch_threads']} torch threads, {env['date']}.",
+        f"{env['cpu_count']} CPUs, {env['torch_threads']} torch threads "
+        f"(OMP_NUM_THREADS={env.get('omp_num_threads')}), {env['date']}.",
         f"Command: `{env['command']}`.",
     ]
     if "load_average_start" in env:
@@ -398,15 +435,23 @@ def markdown(report: dict[str, Any]) -> str:
                 f"## {entry['case']}: prediction latency, {case['module']}, "
                 f"M = {case['members']}",
                 "",
-                f"{case['note']}; median wall time per call (ms) and its ratio to a plain loop "
-                "over the member modules measured in the same run.",
+                f"{case['note']}. Median wall time per call (ms) and its ratio to a plain "
+                "loop over the member modules (`torch.no_grad`, float32 tensor, softmax, "
+                "mean), timed interleaved with it in one run; the IQR is that of the "
+                "per-round ratios (noise). The load average (1, 5, 15 min) is read before "
+                "and after each size.",
                 "",
-                "| rows | method | median (ms) | vs plain loop | repeats |",
-                "|---:|---|---:|---:|---:|",
+                "| rows | method | median (ms) | vs plain loop | ratio IQR | calls "
+                "| load before | load after |",
+                "|---:|---|---:|---:|---:|---:|---|---|",
             ]
             for r in entry["results"]:
-                lines.append(f"| {r['rows']:,} | {r['method']} | {r['median_ms']:.3f} | "
-                             f"{r['vs_plain_loop']:.2f}x | {r['repeats']} |")
+                iqr = r.get("ratio_iqr")
+                spread = f"{iqr[0]:.2f}-{iqr[1]:.2f}" if iqr else ""
+                lines.append(
+                    f"| {r['rows']:,} | {r['method']} | {r['median_ms']:.3f} | "
+                    f"{r['vs_plain_loop']:.2f}x | {spread} | {r.get('calls', '')} | "
+                    f"{r.get('load_before', '')} | {r.get('load_after', '')} |")
             lines.append("")
             continue
         lines += [

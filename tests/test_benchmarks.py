@@ -91,3 +91,14 @@ def test_scale_benchmark_quick(tmp_path):
     assert data["a"]["max_abs_score_difference"] == 0.0
     assert [r["engine"] for r in data["b"]["results"]] == ["vectorized", "sequential"]
     assert (tmp_path / result.name.replace(".json", ".md")).is_file()
+
+
+@pytest.mark.slow
+def test_refresh_benchmark_quick(tmp_path):
+    _run("bench_refresh.py", "--quick", "--repeats", "1", "--threads", "1", "--cases",
+         "mlp-bn", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "refresh_cpu_quick.json").read_text())
+    (entry,) = data["cases"]
+    assert [r["method"] for r in entry["results"]] == ["per-sample", "grouped", "grouped (all)"]
+    assert all(r["max_relative_difference"] <= 1e-4 for r in entry["results"])
+    assert "Load average" in (tmp_path / "refresh_cpu_quick.md").read_text()

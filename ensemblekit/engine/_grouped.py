@@ -129,9 +129,12 @@ class GroupedLinear(_GroupedLayer):
     def forward(self, x: Tensor) -> Tensor:
         layout = resolve_layout(x, self.ctx, _BOTH)
         m = self.n_members
-        if layout is Layout.MEMBER_FIRST and x.shape[0] > 1 and x.stride(0) == 0:
+        if (layout is Layout.MEMBER_FIRST and x.shape[0] > 1 and x.stride(0) == 0
+                and x.device.type != "cpu"):
             # Every member reads the same rows (prediction): one matrix product with the
-            # members' weights side by side beats M small ones.
+            # members' weights side by side beats M small ones. (On the CPU the batched
+            # product below reads the shared rows as fast, without the copy into the
+            # member-first layout.)
             b = x.shape[1]
             weight = self.weight.reshape(m * self.out_features, self.in_features).to(x.dtype)
             if self.bias is None:

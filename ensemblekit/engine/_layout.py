@@ -22,6 +22,7 @@ guessed.
 from __future__ import annotations
 
 import enum
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -61,7 +62,7 @@ class LayoutContext:
         self.n_members = int(n_members)
         self.sequence_maps = bool(sequence_maps)
         self.batch: int | None = None
-        self._tags: dict[int, tuple[Layout, Tensor]] = {}
+        self._tags: dict[int, tuple[Layout, weakref.ref[Tensor]]] = {}
 
     @contextmanager
     def forward(self, batch: int) -> Iterator[LayoutContext]:
@@ -77,12 +78,15 @@ class LayoutContext:
     def tag(self, x: Tensor, layout: Layout) -> Tensor:
         """Record the layout of ``x`` (a grouped layer's output) and return ``x``."""
         if self.batch is not None:
-            self._tags[id(x)] = (layout, x)
+            # A weak reference: the tag must not keep activations alive for the whole
+            # forward pass (memory), and a dead one cannot match a new tensor that
+            # reuses its id.
+            self._tags[id(x)] = (layout, weakref.ref(x))
         return x
 
     def tagged(self, x: Tensor) -> Layout | None:
         entry = self._tags.get(id(x))
-        return entry[0] if entry is not None and entry[1] is x else None
+        return entry[0] if entry is not None and entry[1]() is x else None
 
 
 def resolve_layout(x: Tensor, ctx: LayoutContext,

@@ -392,8 +392,9 @@ def _train_stacked(
             net.history.record("train_batch_count", n_batches)
             net.history.record("dur", duration)
             if scores is not None:
-                net.history.record("valid_acc", scores[i])
-                net.history.record("valid_acc_best", scores[i] > max(scores[:i], default=-1.0))
+                key = monitors[k].monitor.key
+                net.history.record(key, scores[i])
+                net.history.record(f"{key}_best", monitors[k].monitor.improved[i])
     if getattr(stacked, "member_by_member", False):
         form += (" [training draws random numbers: each member's forward pass runs "
                  "under its own stream]")

@@ -69,7 +69,7 @@ class ProgressCallback(Callback):
         postfix = {"member": self.member}
         if loss is not None:
             postfix["loss"] = f"{loss:.4f}"
-        valid = net.history[-1].get("valid_acc")
+        valid = net.history[-1].get("valid_acc", net.history[-1].get("valid_r2"))
         if valid is not None:
             postfix["valid"] = f"{valid:.4f}"
         self.progress.advance(1, **postfix)

@@ -45,6 +45,7 @@ from ..engine import (
     draw_member_seeds,
     resolve_checkpoint_epochs,
 )
+from ..engine._monitor import SCORES
 from ..models import MLP
 from ._cache import MemberCache
 from ._outputs import (
@@ -130,6 +131,11 @@ class BaseNeuralEnsemble(BaseEstimator):
     #: Whether the members' criterion takes the ``[targets, weight]`` rows of a weighted
     #: fit itself (the regression criteria) instead of through ``SampleWeightedLoss``.
     _criterion_reads_weights: ClassVar[bool] = False
+
+    #: The validation score of early stopping (``MemberMonitor``'s ``score``):
+    #: accuracy for classifiers, R^2 for regressors, as ``MLPClassifier`` /
+    #: ``MLPRegressor`` score their validation rows.
+    _validation_score: ClassVar[str] = "accuracy"
 
     #: How the fitted attributes other than ``estimators_`` split into members and
     #: join back (see ``_parallel.MEMBER_KINDS``); the member cache and the member
@@ -269,6 +275,17 @@ class BaseNeuralEnsemble(BaseEstimator):
     # ----------------------------------------------------------- data
     def _validate_predict_data(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        if (type(X) is np.ndarray and X.dtype in _FAST_DTYPES and X.ndim >= 2
+                and X.shape[0] > 0 and X.shape[1:] == self.input_shape_
+                and getattr(self, "feature_names_in_", None) is None):
+            # A plain float array of the fitted sample shape: what validate_data
+            # returns for it, without its per-call overhead (prediction latency).
+            # Anything else, including non-finite values (an O(1)-memory check on the
+            # sum, as scikit-learn's first pass), takes the full path and its errors.
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.isfinite(X.sum())
+            if finite:
+                return _as_float32(X)
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) >= 2 and (
             len(self.input_shape_) != 1 or len(shape) != 2
@@ -385,6 +402,7 @@ class BaseNeuralEnsemble(BaseEstimator):
             monitor = MemberMonitor(
                 X[valid], y[valid], None if sample_weight is None else sample_weight[valid],
                 es.n_iter_no_change, es.tol, self.predict_batch_size,
+                score=self._validation_score,
             )
             # Before the progress bar, which shows the score.
             callbacks.append(("ensemblekit_monitor", MonitorCallback(monitor)))
@@ -546,7 +564,7 @@ class BaseNeuralEnsemble(BaseEstimator):
                 f"warm_start=True needs the module outputs of the first fit "
                 f"({self.output_kind_}), but the module now returns {output_kind}."
             )
-        first_partial = getattr(self, "_partial_classes", None) is not None
+        first_partial = getattr(self, "_first_partial_fit", False)
         splits = None if first_partial else _validation_splits(self, y, seeds, len(existing))
         store = _checkpoint_store(self, n_members, len(existing))
         kept = member_records(self, existing)
@@ -580,17 +598,22 @@ class BaseNeuralEnsemble(BaseEstimator):
         if getattr(self, "checkpoint_epochs", None) is not None:
             raise ValueError("partial_fit does not record checkpoints: set "
                              "checkpoint_epochs=None.")
+        classifier = isinstance(self, ClassifierMixin)
         if not hasattr(self, "estimators_"):
-            if classes is None:
+            if classifier and classes is None:
                 raise ValueError(
                     f"classes must be given on the first call to {type(self).__name__}"
                     ".partial_fit: the labels of every class, as a batch may lack some."
                 )
-            self._partial_classes = np.unique(np.asarray(classes))
+            if classifier:
+                self._partial_classes = np.unique(np.asarray(classes))
+            self._first_partial_fit = True
             try:
                 return self.fit(X, y, sample_weight=sample_weight)
             finally:
-                del self._partial_classes
+                del self._first_partial_fit
+                if classifier:
+                    del self._partial_classes
         self._validate_params()
         if classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
                                                       self.classes_):
@@ -600,7 +623,7 @@ class BaseNeuralEnsemble(BaseEstimator):
             )
         X, y = self._validate_training_data(X, y, reset=False, subset=True)
         weights = training_weights(sample_weight, getattr(self, "class_weight", None), y,
-                                   self.classes_)
+                                   getattr(self, "classes_", None))
         if weights is not None:
             keep = weights > 0
             X, y, weights = X[keep], y[keep], weights[keep]
@@ -612,8 +635,10 @@ class BaseNeuralEnsemble(BaseEstimator):
                 len(X), int(seed), bootstrap, weights if bootstrap else None,
                 replacement=self._batches_with_replacement())
         loss_weights = None if bootstrap else weights
-        if loss_weights is not None or any(isinstance(net.criterion_, SampleWeightedLoss)
-                                           for net in self.estimators_):
+        if not self._criterion_reads_weights and (
+                loss_weights is not None
+                or any(isinstance(net.criterion_, SampleWeightedLoss)
+                       for net in self.estimators_)):
             for net in self.estimators_:
                 net.criterion_ = _weighted_criterion(net.criterion_, self._output_kind())
             if loss_weights is None:
@@ -877,27 +902,39 @@ def _validation_splits(
 ) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Each new member's (training rows, validation rows), or None without early stopping.
 
-    A stratified split of ``validation_fraction`` of the rows (scikit-learn's
-    ``train_test_split``, as ``MLPClassifier`` does), drawn from the member's seed, or
+    A split of ``validation_fraction`` of the rows (scikit-learn's
+    ``train_test_split``, as ``MLPClassifier`` and ``MLPRegressor`` do: stratified by
+    class for a classifier, not for a regressor), drawn from the member's seed, or
     from the first member's seed for every member with ``validation_split="shared"``.
+    At least 2 validation rows are needed, as in those estimators.
     """
     es = _EarlyStopping.of(estimator)
     if not es.enabled:
         return None
     splits = []
     rows = np.arange(len(y))
+    stratified = isinstance(estimator, ClassifierMixin)
+    what = "a stratified" if stratified else "a"
     for seed in seeds[n_existing:]:
         source = int(seeds[0]) if es.validation_split == "shared" else int(seed)
         state = derive_seed(source, _VALIDATION_STREAM) % (2**32)
         try:
             train, valid = train_test_split(rows, test_size=es.validation_fraction,
-                                            stratify=y, random_state=state)
+                                            stratify=y if stratified else None,
+                                            random_state=state)
         except ValueError as exc:
             raise ValueError(
-                f"early_stopping=True holds out a stratified validation_fraction="
+                f"early_stopping=True holds out {what} validation_fraction="
                 f"{es.validation_fraction} of the {len(y)} training rows, which is not "
                 f"possible here: {exc}"
             ) from exc
+        if len(valid) < 2:
+            raise ValueError(
+                f"early_stopping=True holds out validation_fraction="
+                f"{es.validation_fraction} of the {len(y)} training rows, {len(valid)} "
+                "row(s); at least 2 are needed. Increase validation_fraction or the size "
+                "of the data."
+            )
         splits.append((np.sort(train), np.sort(valid)))
     return splits
 
@@ -922,11 +959,12 @@ def _set_learning_curves(estimator: Any, validated: bool) -> None:
         estimator.validation_scores_ = None
         estimator.best_epoch_ = None
         return
+    key = SCORES[estimator._validation_score]
     scores, best = [], []
     for h in histories:
-        values = [row.get("valid_acc") for row in h]
+        values = [row.get(key) for row in h]
         scores.append([float(v) for v in values if v is not None])
-        flags = [i for i, row in enumerate(h) if row.get("valid_acc_best")]
+        flags = [i for i, row in enumerate(h) if row.get(f"{key}_best")]
         best.append(flags[-1] if flags else -1)
     estimator.validation_scores_ = scores
     estimator.best_epoch_ = np.array(best, dtype=np.int64)
@@ -1018,6 +1056,10 @@ def _accepted_arguments(target: type) -> set[str] | None:
         for p in parameters
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
+
+
+#: Input dtypes the prediction fast path accepts (those validate_data keeps).
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _as_float32(X: np.ndarray) -> np.ndarray:

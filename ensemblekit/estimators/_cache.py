@@ -211,7 +211,9 @@ def member_keys(
         "estimator": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
         "params": _canonical(params),
         "module_source": _source(module) if isinstance(module, type) else None,
-        "data": (joblib.hash(X), joblib.hash(y), joblib.hash(np.asarray(estimator.classes_)),
+        # Regressors have no classes_; their y is the (standardised) training target.
+        "data": (joblib.hash(X), joblib.hash(y),
+                 joblib.hash(np.asarray(getattr(estimator, "classes_", ()))),
                  None if sample_weight is None else joblib.hash(sample_weight)),
         "device": torch.device(device).type,
     }

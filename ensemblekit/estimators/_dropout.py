@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from torch import nn
 
 from ..engine import (
     ENGINES,
@@ -20,12 +22,61 @@ from ..engine import (
     train_members,
 )
 from ..posteriors import SUPPORTED_DROPOUT, dropout_layers, thinned_network
+from ..posteriors._dropout import thinned_copies
 from ._base import BaseNeuralClassifier
 from ._validation import check_int, check_option
 
 #: Dropout rate of the default MLP when ``module__dropout`` is not given.
 DEFAULT_DROPOUT = 0.1
 _MASK_STREAM = 31
+
+
+class _ThinnedCache:
+    """An estimator's thinned networks, valid while its runs and their weights are."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref[nn.Module]] = []
+        self.key: tuple[Any, ...] | None = None
+        self.modules: list[nn.Module] | None = None
+
+    def valid(self, modules: Sequence[nn.Module], key: tuple[Any, ...]) -> bool:
+        return (key == self.key and len(modules) == len(self.refs)
+                and all(ref() is mod for ref, mod in zip(self.refs, modules)))
+
+
+# Fitted state kept beside the estimator rather than in it: built on the first
+# prediction, never pickled or cloned, dropped with the estimator.
+_THINNED: weakref.WeakKeyDictionary[Any, _ThinnedCache] = weakref.WeakKeyDictionary()
+
+
+def _thinned_networks(estimator: Any, sample_shape: tuple[int, ...]) -> list[nn.Module] | None:
+    """Every run's thinned networks as standalone modules (run-major), or None.
+
+    Rebuilt when the runs, their weights (tracked by the tensors' version counters
+    and storage), the seeds, ``n_samples_`` or the sample shape change. ``None``
+    when a run's masks cannot be fixed ahead of the inputs.
+    """
+    modules = [net.module_ for net in estimator.estimators_]
+    tensors = [t for mod in modules for t in (*mod.parameters(), *mod.buffers())]
+    key = (tuple(int(s) for s in estimator.seeds_), int(estimator.n_samples_), sample_shape,
+           tuple((t._version, t.data_ptr(), t.device) for t in tensors))
+    cache = _THINNED.get(estimator)
+    if cache is None:
+        cache = _THINNED[estimator] = _ThinnedCache()
+    if not cache.valid(modules, key):
+        thinned: list[nn.Module] | None = []
+        for module, seed in zip(modules, estimator.seeds_):
+            seeds = [derive_seed(int(seed), _MASK_STREAM, s)
+                     for s in range(estimator.n_samples_)]
+            copies = thinned_copies(module, seeds, sample_shape)
+            if copies is None:
+                thinned = None
+                break
+            thinned.extend(copies)
+        cache.refs = [weakref.ref(mod) for mod in modules]
+        cache.key = key
+        cache.modules = thinned
+    return cache.modules
 
 
 class DropoutClassifier(BaseNeuralClassifier):
@@ -102,7 +153,8 @@ class DropoutClassifier(BaseNeuralClassifier):
     max_members_per_pass : int or None, default=None
         Vectorised engine: train at most this many runs at once, to bound memory.
         ``None`` takes all runs; on CUDA a pass that runs out of memory is retried
-        with half as many runs. The runs do not depend on it.
+        with half as many runs. The runs do not depend on it. Prediction evaluates
+        at most this many thinned networks in one grouped pass.
     precision : {"fp32", "bf16"}, default="fp32"
         Vectorised engine: ``"bf16"`` trains under bfloat16 autocast (fast on
         recent GPUs). Parameters, optimizer and prediction stay in float32. The
@@ -215,7 +267,12 @@ class DropoutClassifier(BaseNeuralClassifier):
     -----
     :meth:`predict_member_proba` returns one row per thinned network, shape
     ``(n_estimators * n_samples, n_rows, n_classes)`` with the samples of run 0
-    first.
+    first. The thinned networks are evaluated together, in grouped passes of up to
+    ``max_members_per_pass`` networks: on the first prediction each one is built
+    as a standalone copy of its run with every dropout layer replaced by its fixed
+    mask, and the copies are kept (not pickled) until the runs change. This holds
+    ``n_estimators * n_samples`` copies of the network in memory; networks whose
+    masks cannot be fixed ahead of the inputs are evaluated one sample at a time.
 
     References
     ----------
@@ -410,6 +467,14 @@ class DropoutClassifier(BaseNeuralClassifier):
         self.n_samples_ = int(self.n_samples)
 
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
+        # All thinned networks in grouped passes when they can be fixed as standalone
+        # networks (the same masks as the loop below, which is the fallback).
+        thinned = _thinned_networks(self, tuple(X.shape[1:]))
+        if thinned is not None:
+            return self._predict_logits(thinned, X)
+        return self._member_logits_loop(X)
+
+    def _member_logits_loop(self, X: np.ndarray) -> np.ndarray:
         n_samples = self.n_samples_
         out: np.ndarray | None = None
         for m, (net, seed) in enumerate(zip(self.estimators_, self.seeds_)):

@@ -60,6 +60,8 @@ class BaseNeuralRegressor(RegressorMixin, BaseNeuralEnsemble):
 
     # Weighted fits give the criterion [targets, weight] rows (engine/_losses.py).
     _criterion_reads_weights = True
+    # MLPRegressor's validation score.
+    _validation_score = "r2"
 
     # ----------------------------------------------------------- parameters
     def _validate_params(self) -> None:
@@ -79,7 +81,9 @@ class BaseNeuralRegressor(RegressorMixin, BaseNeuralEnsemble):
         """Checks of the method's own parameters (shared with its classifier)."""
 
     # ----------------------------------------------------------- task hooks
-    def _validate_training_data(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _validate_training_data(
+        self, X: Any, y: Any, reset: bool, subset: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(
             self, X, y, reset=reset, allow_nd=True, dtype=(np.float32, np.float64),
             ensure_all_finite=True, multi_output=True, y_numeric=True,
@@ -106,8 +110,9 @@ class BaseNeuralRegressor(RegressorMixin, BaseNeuralEnsemble):
         else:
             self._check_input_shape(X)
             if y2.shape[1] != self.n_targets_:
+                what = "partial_fit" if subset else "warm_start=True"
                 raise ValueError(
-                    f"warm_start=True needs the {self.n_targets_} target(s) of the first fit, "
+                    f"{what} needs the {self.n_targets_} target(s) of the first fit, "
                     f"got y with {y2.shape[1]}."
                 )
         return X, ((y2 - self.y_mean_) / self.y_std_).astype(np.float32)

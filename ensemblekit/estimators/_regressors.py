@@ -72,11 +72,84 @@ _TRAJECTORY_PARAMS = """\
         ``1`` shows a progress bar; ``2`` also prints each network's epoch table.
     callbacks : list of skorch callbacks, default=None
         Callbacks copied to every network.
+"""
+
+_ROUTED_PARAMS = """\
     **kwargs : dict
         Parameters routed to the networks' skorch ``NeuralNetRegressor`` as in
         skorch (``module__*``, ``optimizer__*``, ``iterator_train__*``, ...);
         ``criterion__*`` is refused (``loss`` builds the criterion).
 """
+
+_EARLY_STOPPING_PARAMS = """\
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training rows for each network (not
+        stratified: the targets are real) and stop it when its validation R^2 has not
+        improved by at least ``tol`` for more than ``n_iter_no_change`` epochs in a row,
+        the rule and score of :class:`sklearn.neural_network.MLPRegressor` (R^2 of the
+        predicted means, :func:`~sklearn.metrics.r2_score`, weighted by
+        ``sample_weight``, averaged uniformly over targets); the network then gets back
+        the weights of its best epoch. Each network stops on its own; in the
+        vectorised engine a stopped network's state is frozen at its stopping epoch
+        while the others go on.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out when ``early_stopping=True`` (at least
+        2 rows).
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` tolerated before stopping.
+    tol : float, default=1e-4
+        Minimum improvement of the validation R^2.
+    validation_split : {"per_member", "shared"}, default="per_member"
+        ``"per_member"``: each network draws its own validation rows from its seed;
+        ``"shared"``: every network holds out the same rows (drawn from the first
+        seed).
+"""
+
+_CURVE_ATTRIBUTES = """\
+    loss_curve_ : list of list of float
+        Training loss (the weighted mean over the network's training rows, in
+        standardised target units when ``normalize_y=True``) after each epoch, one
+        list per network (``estimators_[i]``).
+    n_iter_ : ndarray of shape (n_networks,)
+        Epochs each network trained.
+    validation_scores_ : list of list of float or None
+        With ``early_stopping=True``: validation R^2 after each epoch, one list per
+        network; ``None`` otherwise.
+    best_epoch_ : ndarray of shape (n_networks,) or None
+        With ``early_stopping=True``: zero-based epoch whose weights each network
+        holds (its best validation R^2); ``None`` otherwise.
+"""
+
+_PARTIAL_FIT_DOC = """Train every network for one more epoch on ``(X, y)``.
+
+        For data that arrives in pieces, as ``MLPRegressor.partial_fit``: the first
+        call builds the networks from their seeds and trains them one epoch (and,
+        with ``normalize_y=True``, fixes the target scaling from its ``y``); each later
+        call continues every network (weights, optimizer state, data order and random
+        draws go on from its epoch count) for one epoch on the new rows, in the engine
+        ``fit`` would use. Early stopping does not apply; ``loss_curve_`` and
+        ``n_iter_`` grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets, with the number of columns of the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : estimator
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``X`` or ``y`` is not shaped like the first call's, or
+            ``checkpoint_epochs`` is set.
+        """
 
 _COMMON_ATTRIBUTES = """\
     seeds_ : ndarray of shape (n_estimators,)
@@ -138,12 +211,12 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     warm_start : bool, default=False
         Keep fitted members when refitting with a larger ``n_estimators``; the
         target scaling of the first fit is kept.
-{_TRAJECTORY_PARAMS}
+{_TRAJECTORY_PARAMS}{_EARLY_STOPPING_PARAMS}{_ROUTED_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
         The fitted members.
-{_COMMON_ATTRIBUTES}\
+{_CURVE_ATTRIBUTES}{_COMMON_ATTRIBUTES}\
     engine_ : {{"sequential", "vectorized"}}
         Engine that trained the last members.
     engine_reason_ : str
@@ -173,6 +246,15 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     ((4,), True)
     >>> [a.shape for a in reg.predict_member(X[:4])]
     [(3, 4), (3, 4)]
+
+    With early stopping each member holds out 10% of the rows and keeps the weights
+    of its best validation R^2:
+
+    >>> reg = DeepEnsembleRegressor(n_estimators=2, max_epochs=20, early_stopping=True,
+    ...                             n_iter_no_change=3, random_state=0,
+    ...                             module__hidden_layer_sizes=(16,)).fit(X, y)
+    >>> len(reg.validation_scores_), bool((reg.best_epoch_ < reg.n_iter_).all())
+    (2, True)
     """
 
     def __init__(
@@ -204,6 +286,11 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -232,7 +319,17 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> DeepEnsembleRegressor:
+        return self._partial_fit(X, y, None, sample_weight)
+
+    partial_fit.__doc__ = _PARTIAL_FIT_DOC
 
     # The method's own steps are the classifier's; only the task differs.
     _validate_method_params = DeepEnsembleClassifier._validate_method_params
@@ -240,6 +337,7 @@ class DeepEnsembleRegressor(BaseNeuralRegressor):
     _bootstrap = DeepEnsembleClassifier._bootstrap
     _batches_with_replacement = DeepEnsembleClassifier._batches_with_replacement
     _fit_members = DeepEnsembleClassifier._fit_members
+    _continue_members = DeepEnsembleClassifier._continue_members
     _trains_jointly = DeepEnsembleClassifier._trains_jointly
     _member_attributes = DeepEnsembleClassifier._member_attributes
 
@@ -281,11 +379,46 @@ class SWAGRegressor(BaseNeuralRegressor):
         How the runs are trained, as in :class:`~ensemblekit.estimators.SWAGClassifier`.
     max_members_per_pass : int or None, default=None
         Vectorised engine: train at most this many runs at once.
-{_TRAJECTORY_PARAMS}
+{_TRAJECTORY_PARAMS}\
+    early_stopping : bool, default=False
+        Shorten each run's pretraining (the epochs before ``swa_start``), never its
+        SWA phase, as in :class:`~ensemblekit.estimators.SWAGClassifier`: each run
+        holds out ``validation_fraction`` of the training rows (not stratified) and
+        stops pretraining when its validation R^2 (the score and rule of
+        :class:`sklearn.neural_network.MLPRegressor`, as in
+        :class:`DeepEnsembleRegressor`) has not improved by at least ``tol`` for more
+        than ``n_iter_no_change`` epochs in a row, or at ``swa_start``; its SWA phase
+        then runs from the best pretraining weights for ``max_epochs - swa_start``
+        epochs. Needs ``swa_start >= 1``.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Pretraining epochs without an improvement of at least ``tol`` tolerated
+        before the SWA phase starts.
+    tol : float, default=1e-4
+        Minimum improvement of the validation R^2.
+    validation_split : {{"per_member", "shared"}}, default="per_member"
+        ``"per_member"``: each run draws its own validation rows from its seed;
+        ``"shared"``: every run holds out the same rows.
+{_ROUTED_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
         The trained runs, holding the final SGD iterate.
+    loss_curve_ : list of list of float
+        Training loss after each epoch, one list per run (standardised target
+        units when ``normalize_y=True``).
+    n_iter_ : ndarray of shape (n_estimators,)
+        Epochs each run trained, pretraining and SWA phase together.
+    validation_scores_ : list of list of float or None
+        With ``early_stopping=True``: validation R^2 after each epoch, one list per
+        run, the SWA-phase epochs included (for information only; they never stop
+        the run); ``None`` otherwise.
+    best_epoch_ : ndarray of shape (n_estimators,) or None
+        With ``early_stopping=True``: zero-based pretraining epoch whose weights
+        started each run's SWA phase; ``None`` otherwise.
+    n_collected_ : ndarray of shape (n_estimators,)
+        Parameter vectors each run's moments hold.
     moments_ : list of SWAGMoments
         The collected moments of each run.
     sample_networks_ : list of torch.nn.Module
@@ -348,6 +481,11 @@ class SWAGRegressor(BaseNeuralRegressor):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -378,12 +516,57 @@ class SWAGRegressor(BaseNeuralRegressor):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> SWAGRegressor:
+        """Train every run for one more epoch on ``(X, y)`` and redraw its posterior.
+
+        For data that arrives in pieces, as ``MLPRegressor.partial_fit``, with the
+        SWA schedule of :meth:`SWAGClassifier.partial_fit
+        <ensemblekit.estimators.SWAGClassifier.partial_fit>`: the first call builds
+        the runs from their seeds and trains them one epoch (and, with
+        ``normalize_y=True``, fixes the target scaling from its ``y``); each later
+        call continues every run for one epoch on the new rows. Epochs are numbered
+        per run from 0 over all calls; an epoch ``e >= swa_start`` runs at ``swa_lr``
+        and is collected when ``(e - swa_start) % swa_freq == 0``. After each call the
+        ``n_samples`` networks of every run are drawn again from its moments (copies
+        of its current weights while it has collected nothing). Early stopping does
+        not apply; ``loss_curve_`` and ``n_iter_`` grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets, with the number of columns of the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : SWAGRegressor
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``X`` or ``y`` is not shaped like the first call's, or
+            ``checkpoint_epochs`` is set.
+        """
+        return self._partial_fit(X, y, None, sample_weight)
+
+    n_collected_ = SWAGClassifier.n_collected_
 
     _validate_method_params = SWAGClassifier._validate_method_params
     _n_members = SWAGClassifier._n_members
     _member_callbacks = SWAGClassifier._member_callbacks
     _fit_members = SWAGClassifier._fit_members
+    _continue_members = SWAGClassifier._continue_members
     _trains_jointly = SWAGClassifier._trains_jointly
     _member_attributes = SWAGClassifier._member_attributes
     _member_logits = SWAGClassifier._member_logits
@@ -414,14 +597,16 @@ class DropoutRegressor(BaseNeuralRegressor):
         draw the same training dropout masks from each run's seed and give the same
         runs up to rounding; on CUDA the masks differ (same distribution).
     max_members_per_pass : int or None, default=None
-        Vectorised engine: train at most this many runs at once.
+        Vectorised engine: train at most this many runs at once; prediction
+        evaluates at most this many thinned networks at once.
     precision : {{"fp32", "bf16"}}, default="fp32"
         Vectorised engine: ``"bf16"`` trains under bfloat16 autocast.
-{_TRAJECTORY_PARAMS}
+{_TRAJECTORY_PARAMS}{_EARLY_STOPPING_PARAMS}{_ROUTED_PARAMS}
     Attributes
     ----------
     estimators_ : list of skorch.NeuralNetRegressor
         The trained runs.
+{_CURVE_ATTRIBUTES}\
     n_samples_ : int
         Thinned networks per run used at prediction time.
     engine_ : {{"sequential", "vectorized"}}
@@ -472,6 +657,11 @@ class DropoutRegressor(BaseNeuralRegressor):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -496,7 +686,17 @@ class DropoutRegressor(BaseNeuralRegressor):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> DropoutRegressor:
+        return self._partial_fit(X, y, None, sample_weight)
+
+    partial_fit.__doc__ = _PARTIAL_FIT_DOC
 
     def _module_spec(self, X: np.ndarray) -> tuple[Any, dict[str, Any]]:
         module, kwargs = super()._module_spec(X)
@@ -508,6 +708,8 @@ class DropoutRegressor(BaseNeuralRegressor):
     _n_members = DropoutClassifier._n_members
     _fit_members = DropoutClassifier._fit_members
     _train = DropoutClassifier._train
+    _continue_members = DropoutClassifier._continue_members
     _trains_jointly = DropoutClassifier._trains_jointly
     _member_attributes = DropoutClassifier._member_attributes
     _member_logits = DropoutClassifier._member_logits
+    _member_logits_loop = DropoutClassifier._member_logits_loop

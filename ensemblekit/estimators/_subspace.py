@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -200,6 +201,28 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ``n_samples / (n_classes * n_k)``, a dict maps class labels (as in ``y``,
         strings too) to weights, missing classes weighing 1; computed by
         :func:`sklearn.utils.class_weight.compute_class_weight` on the training labels.
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the training rows for each
+        run and stop the run when its validation accuracy has not improved by at
+        least ``tol`` for more than ``n_iter_no_change`` epochs in a row (the rule of
+        :class:`sklearn.neural_network.MLPClassifier`); the run then gets back the
+        weights of its best epoch, which become its :math:`\theta^*`, and its
+        checkpoints are those of the epochs up to that one (see Notes). Each run
+        stops on its own; in the vectorised engine a stopped run is frozen while the
+        others go on. The validation rows are drawn first, as in the other
+        estimators; the acceptance rows (``acceptance_fraction``) are then drawn
+        from the rows left, so the two sets never overlap.
+    validation_fraction : float, default=0.1
+        Fraction of the training rows held out for early stopping when
+        ``early_stopping=True`` (unused otherwise).
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` tolerated before stopping.
+    tol : float, default=1e-4
+        Minimum improvement of the validation accuracy.
+    validation_split : {"per_member", "shared"}, default="per_member"
+        ``"per_member"``: each run draws its own validation rows from its seed;
+        ``"shared"``: every run holds out the same rows (drawn from the first run's
+        seed).
     **kwargs : dict
         Parameters routed to the runs' skorch nets (``module__*``, ``optimizer__*``,
         ...), as in :class:`~ensemblekit.estimators.DeepEnsembleClassifier`.
@@ -211,6 +234,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         epoch, one list per member (``estimators_[i]``).
     n_iter_ : ndarray of shape (n_members,)
         Epochs each member trained.
+    validation_scores_ : list of list of float or None
+        With ``early_stopping=True``: validation accuracy after each epoch, one list
+        per run; ``None`` otherwise.
+    best_epoch_ : ndarray of shape (n_members,) or None
+        With ``early_stopping=True``: zero-based epoch whose weights each run holds
+        (its best validation accuracy); ``None`` otherwise.
     estimators_ : list of skorch.NeuralNetClassifier
         The trained runs, holding :math:`\theta^*`.
     engine_ : {"sequential", "vectorized"}
@@ -270,6 +299,30 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     ``(n_estimators * n_samples_, n_rows, n_classes)`` with the samples of run 0
     first.
 
+    **Checkpoints.** A run records its weights after every epoch from
+    ``collect_from_epoch`` on (epochs counted over the run's whole history) and
+    keeps the most recent ``max_epochs - collect_from_epoch`` of them (the last 10
+    with ``collect_from_epoch=None``): a fit uses exactly the epochs
+    ``collect_from_epoch`` to ``max_epochs - 1``. A run stopped early uses the
+    checkpoints of the epochs up to its best epoch (the last ones of the window
+    ending there), so the trajectory ends where :math:`\theta^*` is; the epochs
+    after it, whose weights the restore discarded, are dropped for good, and a later
+    :meth:`partial_fit` extends the trajectory from the best epoch. When a run
+    has fewer checkpoints than its method needs (2 for ``"diagonal_gaussian"``,
+    ``rank`` for ``"pca_gaussian"``, 1 for ``"weight_average"``), which happens
+    after early stopping or in the first calls to :meth:`partial_fit`, its
+    samples are copies of :math:`\theta^*` (a point mass), with a warning.
+
+    **partial_fit.** Each call trains every run one more epoch on the new rows (in
+    the engine ``fit`` would use), holding out the acceptance rows of those rows as
+    ``fit`` does, and then rebuilds all samples from the runs' updated state: the
+    random and dropout subspaces around the new :math:`\theta^*` (draws judged on
+    the new acceptance rows), the checkpoint methods from the window of
+    checkpoints, which slides on by one epoch per call; BatchNorm statistics come
+    from the new rows. ``k`` calls on the same rows train the runs of a fit with
+    ``max_epochs=k`` (same data order, acceptance rows and optimizer state) and
+    record the same checkpoints, hence draw the same samples.
+
     References
     ----------
     S. Fort, H. Hu, B. Lakshminarayanan. "Deep Ensembles: A Loss Landscape
@@ -321,6 +374,11 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         verbose: int = 0,
         callbacks: list[Any] | None = None,
         class_weight: Any = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        validation_split: str = "per_member",
         **kwargs: Any,
     ) -> None:
         self.module = module
@@ -354,6 +412,11 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.verbose = verbose
         self.callbacks = callbacks
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.validation_split = validation_split
         self._store_routed(kwargs)
 
     # ------------------------------------------------------------ parameters
@@ -409,7 +472,11 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         # with a window of the last DEFAULT_LATE_EPOCHS epochs. A fit records the same
         # epochs either way; continued training (partial_fit) slides the window on.
         self._collect_start = start if self.collect_from_epoch is not None else 0
-        self._collect_keep = n_checkpoints
+        self._collect_window = n_checkpoints
+        # A run stops at most n_iter_no_change + 1 epochs after its best one, whose
+        # window of checkpoints must still be there.
+        self._collect_keep = n_checkpoints + (int(self.n_iter_no_change) + 1
+                                              if self.early_stopping else 0)
 
     _member_attributes: ClassVar[dict[str, str]] = {
         "sample_networks_": "chunk", "n_samples_": "shared", "n_tries_": "row",
@@ -452,7 +519,9 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         # them, in the order it would draw the rows of X[train] alone), so every engine
         # trains all runs on one array; the acceptance rows travel with the net.
         train, accept = self._acceptance_split(pool, seed)
-        net.set_params(iterator_train__sampler=MemberSampler(len(train), seed, rows=train))
+        # An attribute, as skorch stores routed parameters (its set_params would
+        # re-initialise parts of a fitted net).
+        net.iterator_train__sampler = MemberSampler(len(train), seed, rows=train)
         net.acceptance_rows_ = accept
 
     def _make_member(
@@ -475,6 +544,62 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
             self._hold_out_acceptance_rows(net, pool, seed)
         return net
 
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> SubspaceSamplingClassifier:
+        """Train every run for one more epoch on ``(X, y)`` and draw the samples again.
+
+        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
+        call builds the runs from their seeds (``classes`` is then required) and
+        trains them one epoch; each later call continues every run (weights,
+        optimizer state, data order and random draws go on from its epoch count) for
+        one epoch on the new rows, in the engine ``fit`` would use. The random
+        methods hold out the acceptance rows of the new rows. The samples are then
+        rebuilt from the updated runs (see Notes: the checkpoint window slides on by
+        one epoch). Early stopping does not apply; ``loss_curve_`` and ``n_iter_``
+        grow by one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training inputs shaped like those of earlier calls.
+        y : array-like of shape (n_samples,)
+            Labels, all among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label; required on the first call, optional later (it must
+            then equal ``classes_``).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : estimator
+            The estimator, trained one more epoch.
+
+        Raises
+        ------
+        ValueError
+            When ``classes`` is missing on the first call, ``y`` holds a label not
+            in ``classes``, ``checkpoint_epochs`` is set, or the acceptance rows of
+            a random method would leave no training row.
+        """
+        return self._partial_fit(X, y, classes, sample_weight)
+
+    def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
+                          sample_weight: np.ndarray | None) -> None:
+        for net, seed in zip(nets, seeds):
+            if self._rejects():
+                self._hold_out_acceptance_rows(net, np.arange(len(X)), int(seed))
+            elif hasattr(net, "acceptance_rows_"):
+                del net.acceptance_rows_
+        choice = train_members(
+            nets, X, y, seeds, None, engine=self.engine,
+            max_members_per_pass=self.max_members_per_pass, sample_weight=sample_weight,
+            initialize=False, epochs=1,
+        )
+        self.engine_ = choice.engine
+        self.engine_reason_ = choice.reason
+        self._draw_samples(nets, X, y, seeds, stacklevel=5)
+
     def _fit_members(
         self,
         nets: Sequence[NeuralNetClassifier],
@@ -495,20 +620,28 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self._draw_samples(nets, X, y, seeds)
 
     def _draw_samples(self, nets: Sequence[NeuralNetClassifier], X: np.ndarray,
-                      y: np.ndarray, seeds: Sequence[int]) -> None:
+                      y: np.ndarray, seeds: Sequence[int], stacklevel: int = 4) -> None:
         """Build every run's samples from its current state and its rows of ``X``."""
         networks: list[nn.Module] = []
         tries, accepted = [], []
-        for net, seed in zip(nets, seeds):
+        short: list[str] = []
+        for index, (net, seed) in enumerate(zip(nets, seeds)):
             rows = net.get_params_for("iterator_train")["sampler"].rows
             X_train = X if rows is None else X[rows.numpy()]
             valid_rows = getattr(net, "acceptance_rows_", np.arange(0))
             refresh = torch.Generator().manual_seed(derive_seed(seed, _REFRESH_STREAM))
             X_refresh = X_train[refresh_rows(len(X_train), self.bn_update_size, refresh)]
             generator = torch.Generator().manual_seed(derive_seed(seed, _SAMPLE_STREAM))
-            thetas, run_tries, run_accepted = self._draw(
-                net, generator, X_refresh, X[valid_rows], y[valid_rows]
-            )
+            have, need = self._checkpoints_for(net)
+            if have < need:
+                short.append(f"run {index}: {have} of {need}")
+                theta = flatten_parameters(net.module_).detach().cpu()
+                n = 1 if self.method == "weight_average" else int(self.n_samples)
+                thetas, run_tries, run_accepted = theta.repeat(n, 1), [1] * n, [True] * n
+            else:
+                thetas, run_tries, run_accepted = self._draw(
+                    net, generator, X_refresh, X[valid_rows], y[valid_rows]
+                )
             networks += sampled_networks(net.module_, thetas, X_refresh, self.predict_batch_size)
             tries.append(run_tries)
             accepted.append(run_accepted)
@@ -516,6 +649,23 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self.n_samples_ = len(networks) // len(nets)
         self.n_tries_ = np.array(tries, dtype=np.int64)
         self.accepted_ = np.array(accepted, dtype=bool)
+        if short:
+            warnings.warn(
+                f"method={self.method!r} has too few checkpoints for some runs ("
+                f"{'; '.join(short)} needed); their samples are copies of the run's "
+                "weights. Train more epochs (or call partial_fit more often), or lower "
+                "collect_from_epoch.",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+
+    def _checkpoints_for(self, net: NeuralNetClassifier) -> tuple[int, int]:
+        """(checkpoints the run has, checkpoints its method needs); (0, 0) for the
+        methods that use none."""
+        if self.method not in _CHECKPOINT_METHODS:
+            return 0, 0
+        need = {"diagonal_gaussian": 2, "pca_gaussian": int(self.rank)}.get(self.method, 1)
+        return len(_trajectory(net, self._collect_window)), need
 
     def _draw(
         self,
@@ -543,8 +693,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                 [dropout_subspace_sample(theta, p_max, generator) for _ in range(n_samples)]
             )
         else:
-            collector = dict(net.callbacks_)[_COLLECTOR]
-            points = torch.stack(collector.checkpoints)
+            points = torch.stack(_trajectory(net, self._collect_window))
             if method == "diagonal_gaussian":
                 thetas = diagonal_gaussian_samples(
                     points, n_samples, float(self.gaussian_scale), generator
@@ -590,3 +739,25 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
         return self._predict_logits(self.sample_networks_, X)
+
+
+def _trajectory(net: NeuralNetClassifier, window: int) -> list[torch.Tensor]:
+    """The checkpoints a run's subspace is built from.
+
+    The last ``window`` recorded checkpoints up to the epoch whose weights the run
+    holds: its best epoch when early stopping restored it in the last training
+    call, its last epoch otherwise. Checkpoints of the epochs a restore discarded
+    are dropped from the run's record, so training continued later (``partial_fit``)
+    extends the trajectory the held weights actually followed.
+    """
+    collector = dict(net.callbacks_)[_COLLECTOR]
+    history = net.history
+    held = len(history) - 1
+    if len(history) and history[-1].get("valid_acc") is not None:
+        flagged = [i for i, row in enumerate(history) if row.get("valid_acc_best")]
+        held = flagged[-1] if flagged else held
+    kept = [i for i, e in enumerate(collector.epochs) if e <= held]
+    if len(kept) < len(collector.epochs):
+        collector.checkpoints = [collector.checkpoints[i] for i in kept]
+        collector.epochs = [collector.epochs[i] for i in kept]
+    return collector.checkpoints[-window:]

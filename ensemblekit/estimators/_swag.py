@@ -575,8 +575,8 @@ class _ValidationScores(Callback):
     def write_history(self, net: Any) -> None:
         rows = net.history[len(net.history) - len(self.scores):]
         for row, score in zip(rows, self.scores):
-            row["valid_acc"] = score
-            row["valid_acc_best"] = False
+            row[self.monitor.key] = score
+            row[f"{self.monitor.key}_best"] = False
 
 
 def _start_swa_phase(net: Any) -> _ValidationScores:

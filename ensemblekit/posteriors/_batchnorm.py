@@ -9,6 +9,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..engine._grouped import GroupedBatchNorm
+from ..engine._layout import Layout, resolve_layout
+
 
 def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
     """BatchNorm layers of ``module`` that keep running statistics.
@@ -141,6 +144,19 @@ def _values_per_channel(layer: _BatchNorm, x: torch.Tensor) -> int:
     return x.numel() // max(1, layer.num_features)
 
 
+def _channels_first(layer: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input with its channel axis second, ``(N, C, ...)``.
+
+    A grouped layer fed member-first features ``(M, B, F)`` normalises them as the
+    channel-grouped ``(B, M * F)`` (see :class:`~ensemblekit.engine.GroupedNetwork`).
+    """
+    if (isinstance(layer, GroupedBatchNorm) and x.dim() == 3
+            and resolve_layout(x, layer.ctx) is Layout.MEMBER_FIRST):
+        m, b, f = x.shape
+        return x.transpose(0, 1).reshape(b, m * f)
+    return x
+
+
 def _check_once(layer: _BatchNorm, calls: dict[nn.Module, int]) -> None:
     calls[layer] = calls.get(layer, 0) + 1
     if calls[layer] > 1:
@@ -239,7 +255,7 @@ def _layer_by_layer(
             _check_once(layer, state["calls"])
             if layer in fixed:
                 return
-            x = inputs[0]
+            x = _channels_first(layer, inputs[0])
             if x.ndim < 2 or x.shape[1] != layer.num_features:
                 return  # the layer raises its own error on this input
             if state["target"] is None:

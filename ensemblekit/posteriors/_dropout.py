@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..engine import derive_seed
+from ..engine._grouped import register_grouped_layer
+from ..engine._layout import GroupingError, Layout, LayoutContext, resolve_layout
 
 #: Dropout layers whose masks :func:`thinned_network` can fix.
 SUPPORTED_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -156,3 +159,147 @@ def thinned_network(module: nn.Module, seed: int) -> Iterator[nn.Module]:
             handle.remove()
         for layer, training in modes.items():
             layer.train(training)
+
+
+class FixedMask(nn.Module):
+    """Multiplies every input row by one fixed mask: a dropout layer of a thinned network.
+
+    Parameters
+    ----------
+    mask : torch.Tensor
+        Broadcastable to one row of the input, ``x.shape[1:]``; stored as the buffer
+        ``mask``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = FixedMask(torch.tensor([0.0, 2.0]))
+    >>> layer(torch.ones(3, 2)).tolist()
+    [[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]]
+    """
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.mask
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.mask.shape)}"
+
+
+class GroupedFixedMask(nn.Module):
+    """``M`` :class:`FixedMask` layers in the grouped form.
+
+    The buffer ``mask`` holds the members' masks concatenated along their first
+    axis, shape ``(M * d0, *rest)`` for member masks of shape ``(d0, *rest)``: on
+    channel-grouped activations ``(B, M * C, ...)`` it is the mask of the wide
+    layer as it is; on member-first features ``(M, B, F)`` it is viewed as
+    ``(M, 1, F)``.
+    """
+
+    def __init__(self, ctx: LayoutContext, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        shape = tuple(shape)
+        if not shape:
+            raise GroupingError("a scalar FixedMask cannot be grouped")
+        self.register_buffer("mask", torch.empty(ctx.n_members * shape[0], *shape[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        layout = resolve_layout(x, self.ctx, (Layout.CHANNELS, Layout.MEMBER_FIRST))
+        if layout is Layout.MEMBER_FIRST:
+            if self.mask.dim() != 1:
+                raise GroupingError("a FixedMask over feature maps received member-first "
+                                    "features")
+            mask = self.mask.view(self.ctx.n_members, 1, -1)
+        else:
+            mask = self.mask
+        return self.ctx.tag(x * mask, layout)
+
+
+register_grouped_layer(FixedMask, lambda layer, ctx: GroupedFixedMask(ctx, layer.mask.shape),
+                       (Layout.CHANNELS, Layout.MEMBER_FIRST))
+
+
+def thinned_copies(
+    module: nn.Module, seeds: Sequence[int], sample_shape: Sequence[int]
+) -> list[nn.Module] | None:
+    """Standalone copies of ``module``, one fixed thinned network per seed.
+
+    Copy ``k`` computes what ``module`` computes inside
+    ``thinned_network(module, seeds[k])`` (the same masks, from the same
+    generators), with each dropout layer replaced by a :class:`FixedMask`, and it
+    is in evaluation mode. Unlike the context manager, the copies are ordinary
+    networks of standard layers, so many of them can be evaluated together in one
+    grouped pass (:class:`~ensemblekit.engine.MemberPredictor`).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Network with dropout layers; not modified.
+    seeds : sequence of int
+        One seed per copy, as given to :func:`thinned_network`.
+    sample_shape : sequence of int
+        Shape of one input row: one forward pass on a zero row finds the shape of
+        each dropout layer's input, which its mask depends on.
+
+    Returns
+    -------
+    list of torch.nn.Module or None
+        The copies, on ``module``'s device; ``None`` when a mask cannot be fixed
+        ahead of the inputs (a dropout layer used more than once per forward pass,
+        or not at all, or one that is not a child of a module).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    >>> x = torch.randn(5, 4)
+    >>> [copy] = thinned_copies(net, [3], (4,))
+    >>> with thinned_network(net, seed=3):
+    ...     expected = net(x)
+    >>> torch.equal(copy(x), expected)
+    True
+    """
+    layers = dropout_layers(module)
+    if not layers:
+        return None
+    shapes: dict[int, list[tuple[int, ...]]] = {i: [] for i in range(len(layers))}
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda _layer, inputs, i=i: shapes[i].append(tuple(inputs[0].shape[1:])))
+        for i, layer in enumerate(layers)
+    ]
+    modes = {layer: layer.training for layer in module.modules()}
+    first = next(iter(module.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    try:
+        module.eval()
+        with torch.inference_mode():
+            module(torch.zeros((1, *sample_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, training in modes.items():
+            layer.train(training)
+    if any(len(found) != 1 for found in shapes.values()):
+        return None
+    names = {id(layer): name for name, layer in module.named_modules()}
+    paths = [names.get(id(layer), "") for layer in layers]
+    if any(not path for path in paths):
+        return None
+    copies = []
+    for seed in seeds:
+        thinned = copy.deepcopy(module).eval()
+        for index, (layer, path) in enumerate(zip(layers, paths)):
+            generator = torch.Generator().manual_seed(derive_seed(int(seed), index))
+            mask = dropout_mask(layer, shapes[index][0], generator).to(device)
+            parent_name, _, child = path.rpartition(".")
+            parent = thinned.get_submodule(parent_name) if parent_name else thinned
+            setattr(parent, child, FixedMask(mask))
+        thinned.requires_grad_(False)
+        copies.append(thinned)
+    return copies

@@ -253,10 +253,10 @@ def test_partial_fit_errors():
         clf.partial_fit(X, np.where(y == 2, 7, y))
 
 
-def test_regressor_keeps_refusing_early_stopping():
+def test_regressor_refuses_early_stopping_without_pretraining():
     X, y = _iris_std()
-    with pytest.raises(ValueError, match="early_stopping"):
-        SWAGRegressor(max_epochs=2, early_stopping=True).fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="swa_start"):
+        SWAGRegressor(max_epochs=2, swa_start=0, early_stopping=True).fit(X, y.astype(float))
 
 
 def test_cached_early_stopped_runs_come_back_with_their_curves(tmp_path):
