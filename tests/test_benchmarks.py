@@ -48,6 +48,7 @@ def _write_fake_cifar10(home: Path, rng: np.random.Generator) -> None:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
 
 
+@pytest.mark.slow
 def test_paper_script_quick(tmp_path):
     _write_fake_cifar10(tmp_path / "data", np.random.default_rng(0))
     args = ["--quick", "--precision", "fp32", "--device", "cpu", "--workers", "2",
