@@ -190,8 +190,13 @@ class DropoutClassifier(BaseNeuralClassifier):
         the weights of its best epoch. Each member stops on its own; in the
         vectorised engine a stopped member's state is frozen at its stopping epoch
         while the others go on.
+        The validation accuracy is weighted: each validation row counts with its
+        training weight, ``sample_weight`` times the ``class_weight`` of its class
+        (1 without either).
     validation_fraction : float, default=0.1
-        Fraction of the training rows held out when ``early_stopping=True``.
+        Fraction of the training rows held out for early stopping (stratified, at
+        least 2 rows). Only used when ``early_stopping=True``, as in
+        :class:`sklearn.neural_network.MLPClassifier`.
     n_iter_no_change : int, default=10
         Epochs without an improvement of at least ``tol`` tolerated before stopping.
     tol : float, default=1e-4

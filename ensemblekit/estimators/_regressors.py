@@ -93,8 +93,9 @@ _EARLY_STOPPING_PARAMS = """\
         vectorised engine a stopped network's state is frozen at its stopping epoch
         while the others go on.
     validation_fraction : float, default=0.1
-        Fraction of the training rows held out when ``early_stopping=True`` (at least
-        2 rows).
+        Fraction of the training rows held out for early stopping (at least 2 rows).
+        Only used when ``early_stopping=True``, as in
+        :class:`sklearn.neural_network.MLPRegressor`.
     n_iter_no_change : int, default=10
         Epochs without an improvement of at least ``tol`` tolerated before stopping.
     tol : float, default=1e-4
@@ -391,7 +392,9 @@ class SWAGRegressor(BaseNeuralRegressor):
         then runs from the best pretraining weights for ``max_epochs - swa_start``
         epochs. Needs ``swa_start >= 1``.
     validation_fraction : float, default=0.1
-        Fraction of the training rows held out when ``early_stopping=True``.
+        Fraction of the training rows held out for early stopping (at least 2 rows).
+        Only used when ``early_stopping=True``, as in
+        :class:`sklearn.neural_network.MLPRegressor`.
     n_iter_no_change : int, default=10
         Pretraining epochs without an improvement of at least ``tol`` tolerated
         before the SWA phase starts.

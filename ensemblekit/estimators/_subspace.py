@@ -128,8 +128,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         the run's seed) as its *acceptance set*: the rows on which the accuracy of a
         random-subspace draw is measured to accept or reject it. Rows are held out
         only by the random methods with ``accuracy_threshold > 0``; the other methods
-        train on all rows. It is distinct from the early-stopping
-        ``validation_fraction`` of the other estimators.
+        train on all rows. At least one row is held out, and the rows left to train a
+        run on must number at least one per class in :meth:`fit` (after the
+        early-stopping rows too, see ``validation_fraction``) and at least one in
+        each call to :meth:`partial_fit`; otherwise a ``ValueError`` is raised.
+        ``validation_fraction`` is another split: the early-stopping rows, as in the
+        other estimators.
     bn_update_size : int or None, default=1024
         Training rows used to recompute each sample's BatchNorm statistics;
         ``None`` uses all of them.
@@ -212,9 +216,15 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         others go on. The validation rows are drawn first, as in the other
         estimators; the acceptance rows (``acceptance_fraction``) are then drawn
         from the rows left, so the two sets never overlap.
+        The validation accuracy is weighted: each validation row counts with its
+        training weight, ``sample_weight`` times the ``class_weight`` of its class
+        (1 without either).
     validation_fraction : float, default=0.1
-        Fraction of the training rows held out for early stopping when
-        ``early_stopping=True`` (unused otherwise).
+        Fraction of the training rows held out for early stopping (stratified, at
+        least 2 rows). Only used when ``early_stopping=True``, as in
+        :class:`sklearn.neural_network.MLPClassifier`: without it no row is held out
+        for validation, whatever its value. It is not the acceptance split of the
+        random methods, which is ``acceptance_fraction``.
     n_iter_no_change : int, default=10
         Epochs without an improvement of at least ``tol`` tolerated before stopping.
     tol : float, default=1e-4
@@ -499,16 +509,76 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         return self.method in _RANDOM_METHODS and float(self.accuracy_threshold) > 0
 
     # ------------------------------------------------------------ fitting
+    def _n_acceptance_rows(self, n_rows: int) -> int:
+        """Acceptance rows held out of ``n_rows``: ``acceptance_fraction`` of them,
+        rounded, and at least 1."""
+        return max(1, round(float(self.acceptance_fraction) * n_rows))
+
+    def _check_training_rows(self, n_rows: int, n_valid: int, piece: bool) -> None:
+        """Refuse hold-outs that leave a run too few rows to train on.
+
+        ``n_rows`` rows reach the run, ``n_valid`` of them held out for early
+        stopping; the acceptance rows are held out of the rest. :meth:`fit` needs at
+        least one training row per class, as the stratified validation split needs
+        of the rows it leaves; a :meth:`partial_fit` call (``piece``), whose rows may
+        lack classes, needs one.
+        """
+        need = 1 if piece else len(self.classes_)
+        n_pool = n_rows - n_valid
+        n_accept = self._n_acceptance_rows(n_pool)
+        n_train = n_pool - n_accept
+        if n_train >= need:
+            return
+        fraction = float(self.acceptance_fraction)
+        held = (f"method={self.method!r} holds out acceptance_fraction={fraction} of "
+                f"the {_rows(n_pool)}")
+        if n_valid:
+            held = (f"early_stopping=True holds out validation_fraction="
+                    f"{float(self.validation_fraction)} of the {n_rows} training rows "
+                    f"({_rows(n_valid)}) for validation, and {held} left")
+        elif piece:
+            held += " passed to partial_fit"
+        else:
+            held += " of the training data"
+        held += (f" as acceptance rows (rounded, and at least 1: {_rows(n_accept)}), "
+                 f"leaving {_rows(n_train)} to train each run on")
+        if piece:
+            # Smallest call that leaves a training row: n - max(1, round(f * n)) >= 1.
+            # Every n below 0.5 / (1 - f) fails, so the search starts just under it.
+            smallest = max(2, int(0.5 / (1.0 - fraction)) - 1)
+            while smallest - self._n_acceptance_rows(smallest) < 1:
+                smallest += 1
+            lower = ("" if smallest == 2 else ", lower acceptance_fraction (below 0.75 "
+                     "a call of 2 rows is enough)")
+            raise ValueError(
+                f"{held}. Each call needs at least {smallest} rows with this "
+                "acceptance_fraction (at least one acceptance row and one training row): "
+                f"pass more rows per call{lower}, or set accuracy_threshold=0 to hold "
+                "out no acceptance rows."
+            )
+        # The most rows any fractions leave: 1 acceptance row and, with early
+        # stopping, max(2, n_classes) validation rows (the stratified split's minimum).
+        least_valid = max(2, need) if n_valid else 0
+        if n_rows - 1 - least_valid >= need:
+            names = ("validation_fraction or acceptance_fraction" if n_valid
+                     else "acceptance_fraction")
+            advice = f"Lower {names}, or pass more rows."
+        else:
+            held_least = "1 acceptance row" + (
+                f" and {least_valid} validation rows" if n_valid else "")
+            advice = (f"No fraction leaves enough of these {n_rows} rows, as at least "
+                      f"{held_least} are held out: pass more rows, or set "
+                      "accuracy_threshold=0 to hold out no acceptance rows.")
+        raise ValueError(
+            f"{held}, fewer than the {need} classes; at least one training row per "
+            f"class is needed. {advice}"
+        )
+
     def _acceptance_split(self, pool: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """A run's (training rows, acceptance rows): ``acceptance_fraction`` of ``pool``
         drawn with the run's seed."""
         n_rows = len(pool)
-        n_accept = max(1, round(float(self.acceptance_fraction) * n_rows))
-        if n_accept >= n_rows:
-            raise ValueError(
-                f"acceptance_fraction={self.acceptance_fraction} leaves no training row out "
-                f"of {n_rows}; lower it or pass more data."
-            )
+        n_accept = self._n_acceptance_rows(n_rows)
         generator = torch.Generator().manual_seed(derive_seed(seed, _SPLIT_STREAM))
         order = torch.randperm(n_rows, generator=generator).numpy()
         return pool[np.sort(order[n_accept:])], pool[np.sort(order[:n_accept])]
@@ -541,6 +611,12 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                                    sample_weight, split, y)
         if self._rejects():
             pool = np.arange(len(X)) if split is None else split[0]
+            piece = bool(getattr(self, "_first_partial_fit", False))
+            # fit's first member (built without y) comes before the early-stopping rows
+            # are drawn; the members built with them are checked with them.
+            if y is not None or piece or not self.early_stopping:
+                self._check_training_rows(len(X), 0 if split is None else len(split[1]),
+                                          piece)
             self._hold_out_acceptance_rows(net, pool, seed)
         return net
 
@@ -580,12 +656,16 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ValueError
             When ``classes`` is missing on the first call, ``y`` holds a label not
             in ``classes``, ``checkpoint_epochs`` is set, or the acceptance rows of
-            a random method would leave no training row.
+            a random method would leave no training row (a call needs at least one
+            acceptance row and one training row: 2 rows for an
+            ``acceptance_fraction`` below 0.75).
         """
         return self._partial_fit(X, y, classes, sample_weight)
 
     def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
                           sample_weight: np.ndarray | None) -> None:
+        if self._rejects():
+            self._check_training_rows(len(X), 0, piece=True)
         for net, seed in zip(nets, seeds):
             if self._rejects():
                 self._hold_out_acceptance_rows(net, np.arange(len(X)), int(seed))
@@ -739,6 +819,10 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
     def _member_logits(self, X: np.ndarray) -> np.ndarray:
         # All posterior samples are evaluated together, grouped like ensemble members.
         return self._predict_logits(self.sample_networks_, X)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _trajectory(net: NeuralNetClassifier, window: int) -> list[torch.Tensor]:

@@ -174,8 +174,13 @@ class SWAGClassifier(BaseNeuralClassifier):
         It then gets back the weights of its best pretraining epoch, and its SWA
         phase runs from them for ``max_epochs - swa_start`` epochs exactly as without
         early stopping (see Notes). Needs ``swa_start >= 1``.
+        The validation accuracy is weighted: each validation row counts with its
+        training weight, ``sample_weight`` times the ``class_weight`` of its class
+        (1 without either).
     validation_fraction : float, default=0.1
-        Fraction of the training rows held out when ``early_stopping=True``.
+        Fraction of the training rows held out for early stopping (stratified, at
+        least 2 rows). Only used when ``early_stopping=True``, as in
+        :class:`sklearn.neural_network.MLPClassifier`.
     n_iter_no_change : int, default=10
         Pretraining epochs without an improvement of at least ``tol`` tolerated
         before the SWA phase starts.

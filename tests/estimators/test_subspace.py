@@ -154,7 +154,7 @@ def test_bad_parameters(iris, params, match):
 
 def test_acceptance_fraction_must_leave_training_rows(iris):
     X, _y = iris
-    with pytest.raises(ValueError, match="leaves no training row"):
+    with pytest.raises(ValueError, match="leaving 0 rows to train each run on"):
         SubspaceSamplingClassifier(method="random", acceptance_fraction=0.9,
                                    **TINY).fit(X[:2], [0, 1])
 
