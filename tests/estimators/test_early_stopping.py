@@ -314,3 +314,15 @@ def test_first_partial_fit_call_does_not_take_fully_trained_members(tmp_path):
     refit = DeepEnsembleClassifier(**base).fit(X, y)
     np.testing.assert_array_equal(refit.n_iter_, [5, 5])
     np.testing.assert_allclose(refit.predict_proba(X), full.predict_proba(X))
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_progress_bar_counts_the_epochs_that_ran(engine, capsys):
+    X, y = _noisy_digits()
+    clf = _es(engine, verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    ran, planned = int(clf.n_iter_.sum()), clf.n_estimators * clf.max_epochs
+    assert ran < planned
+    # The finished bar counts the member-epochs that ran, and says how many did not.
+    assert f"{ran}/{ran}" in err
+    assert f"{planned - ran} planned member-epochs not run" in err
