@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 
 from ._augment import Augment, AugmentCallback
@@ -187,7 +188,9 @@ def train_members(
         As in :func:`fit_vectorized`; also applied by the sequential engine.
 
     initialize : bool, default=True
-        ``False`` continues training fitted members (see :func:`fit_vectorized`).
+        ``False`` continues training fitted members (see :func:`fit_vectorized`);
+        members with different epoch counts (stopped apart by early stopping) are
+        trained in groups of one epoch count, each group in the engine it allows.
     epochs : int, optional
         Epochs to run (default: the nets' ``max_epochs``).
 
@@ -198,6 +201,24 @@ def train_members(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
+    if not initialize and len({len(net.history) for net in nets}) > 1:
+        # Continued members that stopped at different epochs (early stopping): those
+        # of one epoch count train together, as the vectorised engine steps members
+        # of one epoch and optimizer step count.
+        groups: dict[int, list[int]] = {}
+        for k, net in enumerate(nets):
+            groups.setdefault(len(net.history), []).append(k)
+        choices = [
+            train_members(
+                [nets[k] for k in members], X, y, [int(seeds[k]) for k in members],
+                progress, engine=engine, max_members_per_pass=max_members_per_pass,
+                augment=augment, precision=precision, lr_schedule=lr_schedule,
+                sample_weight=sample_weight, initialize=False, epochs=epochs,
+            )
+            for _, members in sorted(groups.items())
+        ]
+        fallback = next((c for c in choices if c.engine != "vectorized"), None)
+        return choices[0] if fallback is None else fallback
     reason = "requested"
     if engine != "sequential":
         blocker = next((b for b in map(vectorization_blocker, nets) if b), None)
@@ -234,12 +255,24 @@ def train_members(
         reason = blocker
     if augment is not None:
         for net, seed in zip(nets, seeds):
-            net.callbacks = [*(net.callbacks or []),
-                             ("ensemblekit_augment", AugmentCallback(augment, int(seed)))]
+            _attach_callback(net, "ensemblekit_augment", AugmentCallback(augment, int(seed)))
     if lr_schedule is not None:
         for net in nets:
-            net.callbacks = [*(net.callbacks or []),
-                             ("ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))]
+            _attach_callback(net, "ensemblekit_lr_schedule", LRScheduleCallback(lr_schedule))
     fit_sequential(nets, X, y, seeds, progress, sample_weight, initialize=initialize,
                    epochs=epochs)
     return EngineChoice("sequential", reason)
+
+
+def _attach_callback(net: NeuralNet, name: str, callback: Callback) -> None:
+    """Give ``net`` the callback ``name`` once, replacing an earlier one of that name.
+
+    An initialised net (continued training) gets it in its live callbacks too:
+    skorch builds those only when it initialises the net.
+    """
+    entries = list(net.callbacks or [])
+    kept = [e for e in entries if not (isinstance(e, tuple) and e[0] == name)]
+    net.callbacks = [*kept, (name, callback)]
+    if getattr(net, "initialized_", False):
+        live = [(n, cb) for n, cb in net.callbacks_ if n != name]
+        net.callbacks_ = [*live, (name, callback.initialize())]

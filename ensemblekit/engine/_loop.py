@@ -29,7 +29,7 @@ from ._grouped import GroupedNetwork, GroupingError, check_grouped
 from ._monitor import MonitorCallback, monitor_callback
 from ._progress import Progress
 from ._randomness import derive_seed, seeded_torch
-from ._schedule import Schedule, scheduled_lr
+from ._schedule import Schedule, base_lr, scheduled_lr
 from ._sequential import continued_train_seed, initialize_member, module_device, train_seed
 from ._stacking import _build_optimizer, _write_optimizer_state, stack_members
 from ._vmap import VmapNetwork
@@ -314,7 +314,10 @@ def _train_stacked(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=cfg.precision == "bf16")
     records: list[tuple[list[float], int, float]] = []
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    # Continued training scales the groups' initial rates (kept as "initial_lr"), not
+    # the rates an earlier call's schedule left.
+    base_lrs = ([base_lr(group) for group in optimizer.param_groups]
+                if cfg.lr_schedule is not None else [])
     recorders = [checkpoint_callback(net) for net in nets]
     hooks = [[cb for _, cb in net.callbacks_ if callable(getattr(cb, "on_stacked_epoch_end",
                                                                   None))]
@@ -382,6 +385,8 @@ def _train_stacked(
         # The member optimizers end where the stacked one did (scheduled learning rates).
         for own, stacked_group in zip(net.optimizer_.param_groups, optimizer.param_groups):
             own["lr"] = stacked_group["lr"]
+            if "initial_lr" in stacked_group:
+                own["initial_lr"] = stacked_group["initial_lr"]
     _finish_monitored(nets, monitors, frozen)
     for k, net in enumerate(nets):
         scores = monitors[k].monitor.scores if monitors[k] is not None else None

@@ -20,8 +20,10 @@ __all__ = ["MemberPredictor", "predict_member_logits"]
 #: members together stays near this size (bytes). Activations that fit the cache, and
 #: that the C allocator does not hand back to the system (to fault them in again on the
 #: next call, as it does with blocks of a few MiB), made 1,000 rows through 5 MLPs
-#: about twice as fast as a single pass, on a 2-core AMD EPYC.
-_CPU_PASS_BYTES = 1 << 19
+#: about twice as fast as a single pass, on a 2-core AMD EPYC; 1 MiB measured faster
+#: than 512 KiB there (two 500-row passes instead of four of 250), and 2 MiB (one pass)
+#: slower again.
+_CPU_PASS_BYTES = 1 << 20
 #: ... but never fewer rows than this (wide convolutional maps).
 _CPU_MIN_ROWS = 64
 
@@ -50,7 +52,7 @@ class MemberPredictor:
 
     Rows go through in passes of at most ``batch_size``; on the CPU the passes are
     smaller (equal-sized, at least 64 rows) when all members' widest activation over
-    ``batch_size`` rows would exceed 512 KiB, as it is measured when the grouped network
+    ``batch_size`` rows would exceed 1 MiB, as it is measured when the grouped network
     is built: cache-sized activations are faster there.
 
     Parameters

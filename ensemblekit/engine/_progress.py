@@ -42,6 +42,20 @@ class Progress:
                 self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(n)
 
+    def finish(self) -> None:
+        """Mark the work done: member-epochs planned but not run leave the total.
+
+        Members that stop early (early stopping) run fewer epochs than planned;
+        the finished bar then counts what ran and says how many were not needed.
+        """
+        bar = self._bar
+        if bar is not None and bar.total is not None and bar.n < bar.total:
+            skipped = bar.total - bar.n
+            bar.total = bar.n
+            bar.set_postfix_str(f"stopped early, {skipped} planned member-epochs not run",
+                                refresh=False)
+            bar.refresh()
+
     def close(self) -> None:
         """Remove the bar."""
         if self._bar is not None:

@@ -45,6 +45,17 @@ class StepSchedule:
         return f"StepSchedule(step_size={self.step_size}, gamma={self.gamma})"
 
 
+def base_lr(group: dict[str, Any]) -> float:
+    """The learning rate a parameter group started training with.
+
+    Kept in the group as ``initial_lr`` (the key torch's schedulers use), written
+    the first time a schedule sees the group: later calls that continue training
+    (``partial_fit``) scale this base rate, never the already scheduled one, so
+    ``k`` continued epochs follow the schedule of a ``k``-epoch fit.
+    """
+    return float(group.setdefault("initial_lr", group["lr"]))
+
+
 def scheduled_lr(base_lr: float, schedule: Schedule, epoch: int) -> float:
     """Learning rate of ``epoch`` under ``schedule``, with a checked multiplier."""
     factor = float(schedule(epoch))
@@ -57,8 +68,8 @@ class LRScheduleCallback(Callback):
     """Set every parameter group's learning rate per epoch (a skorch callback).
 
     Gives the sequential engine the ``lr_schedule`` of the vectorised engine: the
-    learning rate of epoch ``e`` is the group's initial learning rate times
-    ``schedule(e)`` in both.
+    learning rate of epoch ``e`` is the group's initial learning rate (see
+    :func:`base_lr`) times ``schedule(e)`` in both, also when training continues.
 
     Parameters
     ----------
@@ -70,7 +81,7 @@ class LRScheduleCallback(Callback):
         self.schedule = schedule
 
     def on_train_begin(self, net: Any, **kwargs: Any) -> None:
-        self.base_lrs_ = [group["lr"] for group in net.optimizer_.param_groups]
+        self.base_lrs_ = [base_lr(group) for group in net.optimizer_.param_groups]
 
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         # skorch opens the epoch's history row before the callbacks run.

@@ -286,13 +286,7 @@ class BaseNeuralEnsemble(BaseEstimator):
                 finite = np.isfinite(X.sum())
             if finite:
                 return _as_float32(X)
-        shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) >= 2 and (
-            len(self.input_shape_) != 1 or len(shape) != 2
-        ):
-            # Image-like input: say which sample shape was expected, rather than
-            # scikit-learn's count of "features" along the second axis.
-            self._check_input_shape(X)
+        self._check_image_shape(X)
         X = validate_data(
             self, X, reset=False, allow_nd=True, dtype=(np.float32, np.float64),
             ensure_all_finite=True,
@@ -300,6 +294,17 @@ class BaseNeuralEnsemble(BaseEstimator):
         X = _as_float32(X)
         self._check_input_shape(X)
         return X
+
+    def _check_image_shape(self, X: Any) -> None:
+        """Before scikit-learn's validation of data for a fitted estimator (prediction,
+        continued training): image-like input of another sample shape gets a message
+        naming the sample shapes, rather than scikit-learn's count of "features"
+        along the second axis."""
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) >= 2 and (
+            len(self.input_shape_) != 1 or len(shape) != 2
+        ):
+            self._check_input_shape(X)
 
     def _check_input_shape(self, X: np.ndarray) -> None:
         if tuple(X.shape[1:]) != self.input_shape_:
@@ -530,7 +535,7 @@ class BaseNeuralEnsemble(BaseEstimator):
         X, y = self._validate_training_data(X, y, reset=not growing)
         sample_weight = training_weights(
             sample_weight, getattr(self, "class_weight", None), y,
-            getattr(self, "classes_", None),
+            getattr(self, "classes_", None), piece=getattr(self, "_first_partial_fit", False),
         )
         if sample_weight is not None:
             keep = sample_weight > 0
@@ -599,6 +604,19 @@ class BaseNeuralEnsemble(BaseEstimator):
             raise ValueError("partial_fit does not record checkpoints: set "
                              "checkpoint_epochs=None.")
         classifier = isinstance(self, ClassifierMixin)
+        class_weight = getattr(self, "class_weight", None)
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            # As scikit-learn's SGDClassifier.partial_fit: one call's rows may lack
+            # classes or misstate their frequencies.
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: the rows of "
+                "one call may lack classes or misstate their frequencies. To use "
+                "'balanced' weights, compute them over all classes with sklearn.utils."
+                "class_weight.compute_class_weight('balanced', classes=classes, y=y), "
+                "with y the targets of the whole training set (or a large enough "
+                "sample of them), and pass the resulting {class: weight} dict as "
+                "class_weight."
+            )
         if not hasattr(self, "estimators_"):
             if classifier and classes is None:
                 raise ValueError(
@@ -622,8 +640,8 @@ class BaseNeuralEnsemble(BaseEstimator):
                 f"of the first call, {self.classes_.tolist()}."
             )
         X, y = self._validate_training_data(X, y, reset=False, subset=True)
-        weights = training_weights(sample_weight, getattr(self, "class_weight", None), y,
-                                   getattr(self, "classes_", None))
+        weights = training_weights(sample_weight, class_weight, y,
+                                   getattr(self, "classes_", None), piece=True)
         if weights is not None:
             keep = weights > 0
             X, y, weights = X[keep], y[keep], weights[keep]
@@ -719,6 +737,8 @@ class BaseNeuralClassifier(ClassifierMixin, BaseNeuralEnsemble):
     def _validate_training_data(
         self, X: Any, y: Any, reset: bool, subset: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
+        if not reset:
+            self._check_image_shape(X)
         X, y = validate_data(
             self,
             X,

@@ -381,6 +381,7 @@ def fit_new_members(
                 records[i] = record
             if remote:
                 progress.advance(len(group) * epochs)
+        progress.finish()
     finally:
         progress.close()
 

@@ -84,6 +84,8 @@ class BaseNeuralRegressor(RegressorMixin, BaseNeuralEnsemble):
     def _validate_training_data(
         self, X: Any, y: Any, reset: bool, subset: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
+        if not reset:
+            self._check_image_shape(X)
         X, y = validate_data(
             self, X, y, reset=reset, allow_nd=True, dtype=(np.float32, np.float64),
             ensure_all_finite=True, multi_output=True, y_numeric=True,

@@ -138,7 +138,8 @@ _PARTIAL_FIT_DOC = """Train every network for one more epoch on ``(X, y)``.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets, with the number of columns of the first call.
         sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`.
+            Row weights, as in :meth:`fit`. A call whose weights are all 0 raises,
+            as scikit-learn's ``partial_fit`` methods do (nothing would train).
 
         Returns
         -------
@@ -148,8 +149,8 @@ _PARTIAL_FIT_DOC = """Train every network for one more epoch on ``(X, y)``.
         Raises
         ------
         ValueError
-            When ``X`` or ``y`` is not shaped like the first call's, or
-            ``checkpoint_epochs`` is set.
+            When ``X`` or ``y`` is not shaped like the first call's, every weight
+            of the call is 0, or ``checkpoint_epochs`` is set.
         """
 
 _COMMON_ATTRIBUTES = """\
@@ -548,7 +549,8 @@ class SWAGRegressor(BaseNeuralRegressor):
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets, with the number of columns of the first call.
         sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`.
+            Row weights, as in :meth:`fit`. A call whose weights are all 0 raises,
+            as scikit-learn's ``partial_fit`` methods do (nothing would train).
 
         Returns
         -------
@@ -558,8 +560,8 @@ class SWAGRegressor(BaseNeuralRegressor):
         Raises
         ------
         ValueError
-            When ``X`` or ``y`` is not shaped like the first call's, or
-            ``checkpoint_epochs`` is set.
+            When ``X`` or ``y`` is not shaped like the first call's, every weight
+            of the call is 0, or ``checkpoint_epochs`` is set.
         """
         return self._partial_fit(X, y, None, sample_weight)
 

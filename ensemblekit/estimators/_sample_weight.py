@@ -124,7 +124,8 @@ def _check_class_weight_keys(class_weight: dict, classes: np.ndarray) -> None:
 
 
 def training_weights(
-    sample_weight: Any, class_weight: Any, y: np.ndarray, classes: np.ndarray
+    sample_weight: Any, class_weight: Any, y: np.ndarray, classes: np.ndarray,
+    piece: bool = False,
 ) -> np.ndarray | None:
     """The weight of each training row, or ``None`` when all rows weigh the same.
 
@@ -132,10 +133,14 @@ def training_weights(
     each row's class. Equal weights train exactly as no weights (the loss is a
     weighted mean), so they are returned as ``None`` and the unweighted path runs.
 
+    ``piece=True`` (a ``partial_fit`` call) only changes the error message.
+
     Raises
     ------
     ValueError
-        When the weights are invalid (see :func:`check_sample_weight`) or all 0.
+        When the weights are invalid (see :func:`check_sample_weight`) or all 0
+        (as scikit-learn's estimators, also in ``partial_fit``: "Sample weights
+        must contain at least one non-zero number").
 
     Examples
     --------
@@ -151,8 +156,11 @@ def training_weights(
     if w is None:
         return None
     if not (w > 0).any():
-        raise ValueError("Every sample weight is zero (sample_weight times class_weight): "
-                         "there is nothing to train on.")
+        where = "of this partial_fit call " if piece else ""
+        source = "" if class_weight is None else " (sample_weight times class_weight)"
+        raise ValueError(f"Every sample weight {where}is zero{source}: there is nothing to "
+                         "train on. Sample weights must contain at least one non-zero "
+                         "number.")
     if (w == w[0]).all():
         return None
     return w

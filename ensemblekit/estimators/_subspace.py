@@ -644,7 +644,14 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
             Every class label; required on the first call, optional later (it must
             then equal ``classes_``).
         sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`.
+            Row weights, as in :meth:`fit`, times the ``class_weight`` of each
+            row's class. A dict ``class_weight`` applies in every call, also to
+            rows that lack some classes. ``class_weight="balanced"`` is refused, as
+            in scikit-learn's ``SGDClassifier.partial_fit`` (one call's rows cannot
+            give the class frequencies): compute the weights over all classes with
+            ``sklearn.utils.class_weight.compute_class_weight("balanced",
+            classes=classes, y=y_all)`` and pass them as a dict. A call whose
+            weights are all 0 raises, as in scikit-learn (nothing would train).
 
         Returns
         -------
@@ -655,10 +662,11 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         ------
         ValueError
             When ``classes`` is missing on the first call, ``y`` holds a label not
-            in ``classes``, ``checkpoint_epochs`` is set, or the acceptance rows of
-            a random method would leave no training row (a call needs at least one
-            acceptance row and one training row: 2 rows for an
-            ``acceptance_fraction`` below 0.75).
+            in ``classes``, ``class_weight="balanced"``, every weight of the call
+            is 0, ``checkpoint_epochs`` is set, or the acceptance rows of a random
+            method would leave no training row (a call needs at least one acceptance
+            row and one training row: 2 rows for an ``acceptance_fraction`` below
+            0.75).
         """
         return self._partial_fit(X, y, classes, sample_weight)
 

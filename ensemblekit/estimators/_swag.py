@@ -524,7 +524,14 @@ class SWAGClassifier(BaseNeuralClassifier):
             Every class label; required on the first call, optional later (it must
             then equal ``classes_``).
         sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`.
+            Row weights, as in :meth:`fit`, times the ``class_weight`` of each
+            row's class. A dict ``class_weight`` applies in every call, also to
+            rows that lack some classes. ``class_weight="balanced"`` is refused, as
+            in scikit-learn's ``SGDClassifier.partial_fit`` (one call's rows cannot
+            give the class frequencies): compute the weights over all classes with
+            ``sklearn.utils.class_weight.compute_class_weight("balanced",
+            classes=classes, y=y_all)`` and pass them as a dict. A call whose
+            weights are all 0 raises, as in scikit-learn (nothing would train).
 
         Returns
         -------
@@ -535,7 +542,8 @@ class SWAGClassifier(BaseNeuralClassifier):
         ------
         ValueError
             When ``classes`` is missing on the first call, ``y`` holds a label not
-            in ``classes``, or ``checkpoint_epochs`` is set.
+            in ``classes``, ``class_weight="balanced"``, every weight of the call
+            is 0, or ``checkpoint_epochs`` is set.
         """
         return self._partial_fit(X, y, classes, sample_weight)
 

@@ -245,3 +245,26 @@ def test_softmax_of_member_outputs_matches_scipy():
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, softmax(logits.astype(np.float64), axis=-1),
                                    rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("kind", ["logits", "log_proba"])
+def test_softmax_without_the_max_shift_matches_scipy_up_to_the_overflow_bound(kind):
+    # Outputs below 700 in magnitude skip the shift by the row maximum; rows whose
+    # outputs all sit near either bound must still come out exactly.
+    from scipy.special import log_softmax, softmax
+
+    from ensemblekit.estimators._outputs import outputs_to_proba
+
+    rng = np.random.default_rng(4)
+    for classes in (2, 7, 100):
+        z = rng.uniform(-5, 5, size=(4, 9, classes))
+        z[0, 0] = -699.0 + rng.uniform(0, 0.5, classes)
+        z[1, 1] = 699.0 - rng.uniform(0, 0.5, classes)
+        z[2, 2, 0] = 650.0
+        if kind == "log_proba":
+            z = np.clip(log_softmax(z, axis=-1), -699.0, None)
+        z = z.astype(np.float32)
+        got = outputs_to_proba(z, kind)
+        assert got.dtype == np.float64 and np.isfinite(got).all()
+        np.testing.assert_allclose(got, softmax(z.astype(np.float64), axis=-1),
+                                   rtol=1e-12, atol=1e-300)
