@@ -152,6 +152,12 @@ PAPER_PLANE = {
 PAPER_SCALES = {"a_random_scale": 10.0, "b_random_scale": 70.0, "a_pca_scale": 1.0,
                 "b_pca_scale": 6.0}
 PAPER_RANK = 5
+#: The accuracy cap's search for the configuration-A PCA scale runs over
+#: [CAP_MIN_FRACTION * c_rule, c_rule] on a log scale.
+CAP_MIN_FRACTION = 1e-3
+#: The configuration-A samplers without a rejection step in the paper: their scale is
+#: capped by validation accuracy in the quick preset (:func:`capped_pca_scale`).
+CAPPED_METHODS = ("pca_gaus", "pca_random")
 #: A method whose JS diversity is below this fraction of the independent runs' is reported
 #: as near-deterministic: a claim won against it says little.
 NEAR_DETERMINISTIC = 0.05
@@ -227,6 +233,9 @@ class Recipe:
     rank: int = 4
     a_gauss_scale: float = 1.0
     a_pca_scale: float = 0.05
+    # accuracy cap on the configuration-A PCA scales (0 steps: the scale as set)
+    a_cap_steps: int = 8
+    a_cap_samples: int = 8
     # configuration B (diversity plane)
     b_samples: int = 50
     b_random_scale: float = 35.0
@@ -262,8 +271,9 @@ def make_recipe(model: str = "smallcnn", dataset: str = "digits", preset: str = 
     ``quick`` scales the SmallCNN recipe down to digits (8x8 images): batch 32, 16 epochs
     with the learning rate halved every 4, the last 5 epochs as late checkpoints, rank 4, a
     150-image validation split, and the random-subspace and PCA scales of
-    :func:`scale_rule` (the paper's perturbation length relative to the weights' length).
-    ``paper`` follows the released notebook (MediumCNN,
+    :func:`scale_rule` (the paper's perturbation length relative to the weights' length),
+    with the configuration-A PCA scales capped by validation accuracy
+    (:func:`capped_pca_scale`). ``paper`` follows the released notebook (MediumCNN,
     SmallCNN) and the Keras example (ResNet20v1).
     """
     if model not in MODELS:
@@ -278,6 +288,7 @@ def make_recipe(model: str = "smallcnn", dataset: str = "digits", preset: str = 
         r.a_random_scale, r.a_threshold, r.b_random_scale = 10.0, 0.70, 70.0
         r.rank, r.late_epochs, r.inputs, r.dropout = 5, 10, "raw255", 0.1
         r.a_pca_scale, r.b_pca_scale = 1.0, 6.0
+        r.a_cap_steps = 0  # the paper's PCA scales, uncapped
         r.epochs, r.lr_halving_every = 40, 10
         r.landscape_images, r.plane_resolution, r.path_points = 2000, 21, 25
         r.bezier_epochs, r.bezier_lr, r.predict_batch, r.eval_chunk = 10, 1.6e-3, 2000, 32
@@ -388,6 +399,11 @@ def check_recipe(r: Recipe) -> None:
                  "rank", "shift_samples", "plane_resolution", "path_points", "n_val"):
         if int(getattr(r, name)) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(r, name)!r}.")
+    if int(r.a_cap_steps) < 0:
+        raise ValueError(f"a_cap_steps must be a non-negative integer (0: no accuracy cap), "
+                         f"got {r.a_cap_steps!r}.")
+    if int(r.a_cap_samples) < 1:
+        raise ValueError(f"a_cap_samples must be a positive integer, got {r.a_cap_samples!r}.")
     if r.n_runs < 3:
         raise ValueError(f"n_runs (--seeds) must be at least 3 (the plane needs three "
                          f"solutions), got {r.n_runs}.")
@@ -762,13 +778,80 @@ def random_samples_with_rejection(template: torch.nn.Module, theta: torch.Tensor
     return samples, tries, ok
 
 
+def capped_pca_scale(template: torch.nn.Module, points: torch.Tensor, r: Recipe,
+                     data: Bunch, gen: torch.Generator) -> tuple[float, dict[str, Any]]:
+    """The configuration-A PCA scale, capped by the samples' validation accuracy.
+
+    ``c = min(c_rule, c*)`` with ``c_rule = r.a_pca_scale`` and ``c*`` the largest ``c``
+    on a geometric grid over ``[CAP_MIN_FRACTION * c_rule, c_rule]`` whose samples' mean
+    accuracy on the fixed validation split is at least ``r.a_threshold``: the bar the
+    paper (notebook, ``acc_threshold``) puts on each random-subspace sample, applied to
+    the PCA samplers, which have no rejection step. ``r.a_cap_samples`` directions
+    ``z ~ N(0, I_rank)`` are drawn once from ``gen`` and scaled by every tried ``c``
+    (common random numbers); ``c_rule`` is tried first, then the lower end, then
+    ``r.a_cap_steps`` bisection steps on ``log c``; each try is one grouped evaluation.
+
+    Parameters
+    ----------
+    template : torch.nn.Module
+        A network of the run's architecture.
+    points : torch.Tensor of shape (n_points, n_parameters)
+        The points the PCA is fitted to (late checkpoints, or accepted random samples).
+    r : Recipe
+        Gives ``a_pca_scale``, ``a_threshold``, ``rank``, ``a_cap_steps``, ``a_cap_samples``.
+    data : Bunch
+        Gives the validation split ``X_val``, ``y_val``.
+    gen : torch.Generator
+        Source of the directions (the run's own stream).
+
+    Returns
+    -------
+    scale : float
+        The chosen ``c``: ``c_rule`` when its samples meet the bar; otherwise the largest
+        grid value that met it, or the lower end when even that one did not.
+    info : dict
+        ``rule_scale``, ``scale``, ``met`` (whether the samples at ``scale`` met the bar),
+        ``trace`` (every tried ``[c, mean validation accuracy]``).
+    """
+    rule = float(r.a_pca_scale)
+    bar = float(r.a_threshold)
+    refresh = _refresh_rows(data)
+    mean = points.double().mean(dim=0)
+    offsets = pca_gaussian_samples(points, r.rank, r.a_cap_samples, 1.0, gen).double() - mean
+    trace: list[list[float]] = []
+
+    def meets(c: float) -> bool:
+        thetas = (mean + c * offsets).float()
+        acc = float(top1_accuracy(theta_proba(template, thetas, data.X_val, refresh, r),
+                                  data.y_val).mean())
+        trace.append([c, acc])
+        return acc >= bar
+
+    if rule <= 0 or meets(rule):
+        return rule, {"rule_scale": rule, "scale": rule, "met": True, "trace": trace}
+    lo, hi = rule * CAP_MIN_FRACTION, rule
+    met = meets(lo)
+    if met:
+        for _ in range(int(r.a_cap_steps)):
+            mid = math.sqrt(lo * hi)
+            if meets(mid):
+                lo = mid
+            else:
+                hi = mid
+    return lo, {"rule_scale": rule, "scale": lo, "met": met, "trace": trace}
+
+
 def subspace_thetas(method: str, r: Recipe, base: dict, data: Bunch, run: int, n: int,
                     config: str, gen: torch.Generator,
-                    randoms: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                    randoms: torch.Tensor | None = None,
+                    scale: float | None = None) -> tuple[torch.Tensor, dict]:
     """``n`` parameter vectors of ``method`` around ``run`` (configuration ``"A"`` or ``"B"``).
 
     ``"pca_random"`` is fitted to ``randoms``, the run's accepted random-subspace samples,
-    when given (they are drawn first otherwise).
+    when given (they are drawn first otherwise). In configuration A the PCA samplers use
+    ``scale`` when given, else ``r.a_pca_scale`` capped by :func:`capped_pca_scale` when
+    ``r.a_cap_steps`` is positive (from the run's own stream ``_generator(r, 5, run, i)``,
+    ``i`` the method's index in :data:`METHODS_A`); ``info["scale"]`` is the ``c`` used.
     """
     template = _template(base)
     theta = final_theta(base, run)
@@ -792,7 +875,8 @@ def subspace_thetas(method: str, r: Recipe, base: dict, data: Bunch, run: int, n
                 template, theta, r.a_samples, r.a_random_scale, r.a_threshold,
                 r.a_max_tries, data, gen, r)
             info.update(tries=tries.tolist(), accepted=ok.tolist())
-        return pca_gaussian_samples(randoms, r.rank, n, r.a_pca_scale, gen), info
+        c = _a_pca_scale(method, r, template, randoms, data, run, scale, info)
+        return pca_gaussian_samples(randoms, r.rank, n, c, gen), info
     if method == "dropout":
         max_p = r.b_dropout_p
         return torch.stack([dropout_subspace_sample(theta, max_p, gen) for _ in range(n)]), info
@@ -805,9 +889,23 @@ def subspace_thetas(method: str, r: Recipe, base: dict, data: Bunch, run: int, n
         c = r.b_diag_scale * torch.rand(n, 1, generator=gen)
         return mu + c * (draws - mu), info
     if method == "pca_gaus":
-        scale = r.a_pca_scale if config == "A" else r.b_pca_scale
-        return pca_gaussian_samples(points, r.rank, n, scale, gen), info
+        if config == "A":
+            c = _a_pca_scale(method, r, template, points, data, run, scale, info)
+        else:
+            c = r.b_pca_scale
+        return pca_gaussian_samples(points, r.rank, n, c, gen), info
     raise ValueError(f"unknown method {method!r}")
+
+
+def _a_pca_scale(method: str, r: Recipe, template: torch.nn.Module, points: torch.Tensor,
+                 data: Bunch, run: int, scale: float | None, info: dict) -> float:
+    """Configuration A's PCA scale for ``method`` around ``run``; recorded in ``info``."""
+    if scale is None and r.a_cap_steps > 0:
+        scale, cap = capped_pca_scale(template, points, r, data,
+                                      _generator(r, 5, run, METHODS_A.index(method)))
+        info["cap"] = cap
+    info["scale"] = float(r.a_pca_scale if scale is None else scale)
+    return info["scale"]
 
 
 # ----------------------------------------------------------------------------- phase: subspace (A)
@@ -831,7 +929,7 @@ def run_subspace(r: Recipe, data: Bunch, base: dict, traj: dict) -> dict[str, An
         if method == "random":
             randoms[run] = thetas  # the PCA of "PCA Random" is fitted to these
         if method == "pca_random":
-            extra = info["random"][run]
+            extra = {**info["random"][run], **extra}
         if method == "original":
             proba = traj["test_final"][run][None]
         else:
@@ -946,8 +1044,13 @@ def shift_metrics(groups: dict[str, np.ndarray], y: np.ndarray, M: int) -> dict[
 
 
 def run_shift(r: Recipe, data: Bunch, base: dict, cache: Cache, cifar10c: str | None,
-              workers: int) -> dict[str, Any]:
-    """CIFAR-10-C analysis around run 0; finished corruptions are cached one by one."""
+              workers: int, a_scales: dict[str, float] | None = None) -> dict[str, Any]:
+    """CIFAR-10-C analysis around run 0; finished corruptions are cached one by one.
+
+    ``a_scales`` holds the configuration-A PCA scales chosen around run 0 by the subspace
+    phase (capped ones are searched again otherwise).
+    """
+    a_scales = a_scales or {}
     template, refresh = _template(base), _refresh_rows(data)
     modules = {"independent": [net.module_ for net in base["estimator"].estimators_]}
     thetas = {"trajectory": late(base, r, 0)}
@@ -955,7 +1058,8 @@ def run_shift(r: Recipe, data: Bunch, base: dict, cache: Cache, cifar10c: str | 
                                 "pca_random")):
         n = 1 if method == "weight_avg" else r.shift_samples
         thetas[method], _ = subspace_thetas(method, r, base, data, 0, n, "A",
-                                            _generator(r, 4, i), randoms=thetas.get("random"))
+                                            _generator(r, 4, i), randoms=thetas.get("random"),
+                                            scale=a_scales.get(method))
     nets = {name: sampled_networks(template, t, refresh, r.predict_batch)
             for name, t in thetas.items()}
     modules.update(nets)
@@ -1109,7 +1213,8 @@ def reproduce(recipe: Recipe, out: str | os.PathLike[str], *, data_home: str | N
         ("trajectory", lambda: run_trajectory(recipe, data, base)),
         ("subspace", lambda: run_subspace(recipe, data, base, results["trajectory"])),
         ("plane", lambda: run_plane(recipe, data, base, results["trajectory"])),
-        ("shift", lambda: run_shift(recipe, data, base, cache, cifar10c, workers)),
+        ("shift", lambda: run_shift(recipe, data, base, cache, cifar10c, workers,
+                                    a_scales_of(results["subspace"], 0))),
         ("landscape", lambda: run_landscape(recipe, data, base)),
     ]
     for name, compute in [("base", lambda: base), *phases]:
@@ -1123,6 +1228,12 @@ def reproduce(recipe: Recipe, out: str | os.PathLike[str], *, data_home: str | N
     write_outputs(recipe, summary, figures, out)
     log(f"report: {out / 'report.md'}")
     return summary
+
+
+def a_scales_of(sub: dict[str, Any], run: int) -> dict[str, float]:
+    """The configuration-A PCA scales the subspace phase used around ``run``."""
+    return {m: float(sub["info"][m][run]["scale"]) for m in CAPPED_METHODS
+            if "scale" in sub["info"][m][run]}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -1428,6 +1539,16 @@ def summarise(r: Recipe, data: Bunch, res: dict[str, Any], record: dict[str, Any
         "late_spread": late_spread(r, base["trajectories"], len(data.y_train)),
         "subspace_scale_rule": (scale_rule(r.model, r.rank)
                                 if r.preset == "quick" and r.dataset == "digits" else None),
+        "a_pca_scales": {
+            m: {"rule": float(r.a_pca_scale), "capped": bool(r.a_cap_steps > 0),
+                "chosen_per_run": [float(x.get("scale", r.a_pca_scale))
+                                   for x in sub["info"][m]],
+                "validation_accuracy_at_chosen": [_acc_at(x) for x in sub["info"][m]],
+                "bar_met": [bool(x["cap"]["met"]) if "cap" in x else None
+                            for x in sub["info"][m]],
+                "evaluations": [len(x["cap"]["trace"]) if "cap" in x else 0
+                                for x in sub["info"][m]]}
+            for m in CAPPED_METHODS},
         "random_subspace_acceptance": {
             m: float(np.mean([np.mean(x["accepted"]) for x in sub["info"][m]]))
             for m in ("random", "pca_random")},
@@ -1441,6 +1562,13 @@ def summarise(r: Recipe, data: Bunch, res: dict[str, Any], record: dict[str, Any
     summary["claims"] = claims(r, res)
     summary["paper_comparison"], summary["paper_comparison_note"] = paper_comparison(r, res)
     return _jsonable(summary)
+
+
+def _acc_at(info: dict[str, Any]) -> float | None:
+    """Mean validation accuracy of the cap's samples at the chosen scale, if searched."""
+    if "cap" not in info:
+        return None
+    return next((acc for c, acc in info["cap"]["trace"] if c == info["scale"]), None)
 
 
 def late_spread(r: Recipe, trajectories: np.ndarray, n_train: int) -> dict[str, Any]:
@@ -1711,6 +1839,8 @@ def setup_differences(r: Recipe) -> list[str]:
         if r.n_train or r.n_test:
             out.append(f"Subsets: {r.n_train or 'all'} training and {r.n_test or 'all'} test "
                        "images (a CPU-sized run, not the paper's scale).")
+    if r.a_cap_steps > 0:
+        out.append(cap_rule_text(r))
     if r.batches == "permutation":
         out.append("Batches: each epoch is a permutation of the training rows (the notebook "
                    "draws every batch with replacement; `--batches with-replacement` does).")
@@ -1755,6 +1885,23 @@ def scale_rule_text(r: Recipe) -> str:
         f"redrawn (up to {r.a_max_tries} tries) below validation accuracy "
         f"{r.a_threshold:g} (the paper: 0.70 at a baseline of about 0.71-0.76)."
         + (" Set by hand: " + ", ".join(by_hand) + "." if by_hand else ""))
+
+
+def cap_rule_text(r: Recipe) -> str:
+    """The quick preset's accuracy cap on the configuration-A PCA scales."""
+    return (
+        f"PCA scales capped by accuracy (configuration A): the paper rejects random-subspace "
+        f"samples below a validation accuracy, but PCA Gaus and PCA Random have no such "
+        f"step, and at the scaled c their samples can leave the comparable-accuracy regime "
+        f"the paper's configuration A sits in (there PCA Gaus samples at c = 1 stay about as "
+        f"accurate as the original network). Per run and method, c = min(c_rule = "
+        f"{r.a_pca_scale:g}, the largest c on a geometric grid over "
+        f"[{CAP_MIN_FRACTION:g} c_rule, c_rule] whose samples' mean accuracy on the "
+        f"validation split is at least {r.a_threshold:g}, the random subspace's bar), "
+        f"found with c_rule, the lower end and {r.a_cap_steps} bisection steps on log c, "
+        f"each judging {r.a_cap_samples} samples drawn once from the run's own random "
+        f"stream; the test set plays no part. The chosen c are in section 4 and "
+        f"results.json (a_pca_scales); configuration B keeps the rule's c.")
 
 
 def _time_line(compute: dict[str, Any]) -> str:
@@ -1899,16 +2046,30 @@ def render_report(r: Recipe, s: dict[str, Any], figures: dict[str, bool]) -> str
             add("")
             spread = s["late_spread"]
             pcs = spread["principal_std"]
+            c_gaus = float(np.mean(s["a_pca_scales"]["pca_gaus"]["chosen_per_run"]))
             add(f"Late checkpoints ({r.late_epochs} epochs, {spread['steps']} optimiser "
                 f"steps; the paper: 10 epochs, about 3,900 steps) spread with standard "
                 f"deviation {pcs[0]:.3g} along their first principal direction and "
                 f"{pcs[-1]:.3g} along direction {len(pcs)} (mean over runs), and "
                 f"{spread['parameter_std_mean']:.2g} per parameter on average. The diagonal "
                 f"Gaussian draws within that per-parameter spread (c = {r.a_gauss_scale:g}); "
-                f"the PCA Gaussian draws c = {r.a_pca_scale:g} along every direction, "
-                f"{r.a_pca_scale / pcs[0]:.1f} to {r.a_pca_scale / pcs[-1]:.1f} times the "
-                f"spread, as its c is not scaled by the PCA variances.")
+                f"the PCA Gaussian draws c = {c_gaus:.3g} along every direction, "
+                f"{c_gaus / pcs[0]:.1f} to {c_gaus / pcs[-1]:.1f} times the "
+                f"spread, as its c is not scaled by the PCA variances"
+                + (" (c: the mean of the capped values over runs)." if r.a_cap_steps > 0
+                   else "."))
             add("")
+            if r.a_cap_steps > 0:
+                add("PCA scales (configuration A) capped by validation accuracy: " + "; ".join(
+                    f"{LABELS[m]} c = " + ", ".join(f"{c:.3g}" for c in v["chosen_per_run"])
+                    + f" (runs 0-{M - 1}; rule {v['rule']:g}; samples' mean validation "
+                    "accuracy at the chosen c "
+                    + ", ".join(_fmt(a) for a in v["validation_accuracy_at_chosen"])
+                    + f"; bar {r.a_threshold:g}"
+                    + ("" if all(v["bar_met"]) else "; not met at the grid's lower end by "
+                       "every run") + ")"
+                    for m, v in s["a_pca_scales"].items()) + ".")
+                add("")
         if key == "shift":
             bi = s["shift"]["by_intensity"]
             add("| intensity | acc single | acc 2-ens | acc "

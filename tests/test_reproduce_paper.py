@@ -304,3 +304,117 @@ def test_batches_option_reaches_the_estimator():
     clf = rp.build_estimator(recipe, 100, "cpu", "estimator")
     assert clf.get_params()["batches"] == "with_replacement"
     assert rp.build_estimator(rp.make_recipe(), 100, "cpu", "estimator").batches == "permutation"
+
+
+# ----------------------------------------------------------------------------- PCA scale cap
+def _tiny_base(resumed):
+    out, recipe, *_ = resumed
+    cache = out / "cache" / recipe.key()
+    base = pickle.loads((cache / "base.pkl").read_bytes())
+    base["trajectories"] = np.load(cache / "base_trajectories.npy")
+    return base, rp.load_data(recipe, None)
+
+
+def _val_accuracy(base, data, thetas: torch.Tensor) -> float:
+    """Mean validation accuracy of parameter vectors, by a plain forward pass per network."""
+    from ensemblekit.posteriors import sampled_networks
+
+    nets = sampled_networks(base["estimator"].estimators_[0].module_, thetas,
+                            data.X_train[:1024], 256)
+    X = torch.as_tensor(data.X_val)
+    accs = []
+    with torch.no_grad():
+        for net in nets:
+            net.eval()
+            accs.append(float((net(X).argmax(dim=1).numpy() == data.y_val).mean()))
+    return float(np.mean(accs))
+
+
+@pytest.mark.parametrize("method", ["pca_gaus", "pca_random"])
+@pytest.mark.parametrize("blow_up, bar", [(1.0, 0.0), (40.0, "between"), (40.0, 1.01)])
+def test_pca_scale_cap_stays_below_the_rule_and_meets_the_validation_bar(
+        resumed, method, blow_up, bar):
+    base, data = _tiny_base(resumed)
+    _, tiny, *_ = resumed
+    run = 1
+    template = base["estimator"].estimators_[0].module_
+    if method == "pca_gaus":
+        points = rp.late(base, tiny, run)
+    else:
+        gen = torch.Generator().manual_seed(3)
+        theta = rp.final_theta(base, run)
+        points = torch.stack([rp.random_subspace_sample(theta, tiny.a_random_scale, gen)
+                              for _ in range(6)])
+    rule = tiny.a_pca_scale * blow_up
+    k = tiny.a_cap_samples
+
+    def samples_at(c: float) -> torch.Tensor:
+        # The same directions the search draws: the run's stream for this method.
+        gen = rp._generator(tiny, 5, run, rp.METHODS_A.index(method))
+        return rp.pca_gaussian_samples(points, tiny.rank, k, c, gen)
+
+    if bar == "between":  # a bar the rule's samples miss and near-zero scales meet
+        low, high = _val_accuracy(base, data, samples_at(rule)), _val_accuracy(
+            base, data, samples_at(rule * rp.CAP_MIN_FRACTION))
+        assert high > low + 0.05, "the blown-up scale should cost accuracy"
+        bar = (low + high) / 2
+    r = rp.make_recipe(**TINY, a_pca_scale=rule, a_threshold=bar)
+
+    def search(global_seed: int) -> tuple[float, dict]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)  # the search must not depend on the global stream
+            return rp.capped_pca_scale(template, points, r, data,
+                                       rp._generator(r, 5, run, rp.METHODS_A.index(method)))
+
+    c, info = search(0)
+    assert 0 < c <= rule and info["scale"] == c and info["rule_scale"] == rule
+    assert len(info["trace"]) <= 2 + r.a_cap_steps
+    at_rule = _val_accuracy(base, data, samples_at(rule))
+    if at_rule >= bar:
+        assert c == rule and len(info["trace"]) == 1
+    elif bar > 1:  # no scale can meet it: the grid's lower end, flagged
+        assert c == pytest.approx(rule * rp.CAP_MIN_FRACTION) and not info["met"]
+    else:
+        assert info["met"] and c < rule
+        assert _val_accuracy(base, data, samples_at(c)) >= bar
+        # The largest grid value meeting it: the next grid value up misses the bar.
+        step = (1 / rp.CAP_MIN_FRACTION) ** (0.5 ** r.a_cap_steps)
+        assert _val_accuracy(base, data, samples_at(min(c * step, rule))) < bar
+    # Deterministic for a seed, whatever the global stream holds.
+    assert search(12345) == (c, info)
+
+
+def test_pca_scale_cap_is_recorded_per_run_and_the_paper_preset_keeps_its_scale(resumed):
+    out, tiny, *_ = resumed
+    data = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    for method in rp.CAPPED_METHODS:
+        rec = data["a_pca_scales"][method]
+        assert rec["capped"] and rec["rule"] == tiny.a_pca_scale
+        assert len(rec["chosen_per_run"]) == tiny.n_runs
+        assert all(0 < c <= tiny.a_pca_scale for c in rec["chosen_per_run"])
+        for acc, met in zip(rec["validation_accuracy_at_chosen"], rec["bar_met"]):
+            assert (acc >= tiny.a_threshold) == met
+    assert "PCA scales capped by accuracy (configuration A)" in report
+    assert "PCA scales (configuration A) capped by validation accuracy" in report
+    # Configuration B and the paper preset keep their scales: no search, no cap.
+    for preset_model in (("mediumcnn", "cifar10"), ("smallcnn", "cifar10"),
+                         ("resnet20v1", "cifar10")):
+        assert rp.make_recipe(*preset_model, "paper").a_cap_steps == 0
+    base, tiny_data = _tiny_base(resumed)
+    uncapped = rp.make_recipe(**TINY, a_cap_steps=0, a_pca_scale=3.0)
+    thetas, info = rp.subspace_thetas("pca_gaus", uncapped, base, tiny_data, 0, 4, "A",
+                                      torch.Generator().manual_seed(5))
+    expected = rp.pca_gaussian_samples(rp.late(base, uncapped, 0), uncapped.rank, 4, 3.0,
+                                       torch.Generator().manual_seed(5))
+    assert torch.equal(thetas, expected) and info == {"scale": 3.0}
+    capped = rp.make_recipe(**TINY, a_pca_scale=3.0)
+    thetas_b, info_b = rp.subspace_thetas("pca_gaus", capped, base, tiny_data, 0, 4, "B",
+                                          torch.Generator().manual_seed(5))
+    assert torch.equal(thetas_b, rp.pca_gaussian_samples(
+        rp.late(base, capped, 0), capped.rank, 4, capped.b_pca_scale,
+        torch.Generator().manual_seed(5))) and info_b == {}
+    with pytest.raises(ValueError, match="a_cap_steps must be a non-negative integer"):
+        rp.make_recipe(a_cap_steps=-1)
+    with pytest.raises(ValueError, match="a_cap_samples must be a positive integer"):
+        rp.make_recipe(a_cap_samples=0)
