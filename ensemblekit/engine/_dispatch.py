@@ -12,6 +12,7 @@ from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 
+from .._stacklevel import external_stacklevel
 from ._augment import Augment, AugmentCallback
 from ._checkpoints import CheckpointCallback
 from ._grouped import GroupingError
@@ -245,7 +246,7 @@ def train_members(
             else:
                 if engine == "vectorized" and form.startswith("vmap"):
                     warnings.warn(f"The vectorised engine runs with {form}.", UserWarning,
-                                  stacklevel=2)
+                                  stacklevel=external_stacklevel())
                 return EngineChoice("vectorized", form)
         if engine == "vectorized":
             raise ValueError(

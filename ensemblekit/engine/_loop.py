@@ -23,6 +23,7 @@ import torch
 from skorch import NeuralNet
 from torch import Tensor, nn
 
+from .._stacklevel import external_stacklevel
 from ._augment import Augment, augment_seed
 from ._checkpoints import checkpoint_callback
 from ._grouped import GroupedNetwork, GroupingError, check_grouped
@@ -527,7 +528,7 @@ def fit_vectorized(
             warnings.warn(
                 f"Out of GPU memory; training {size} members per pass instead.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=external_stacklevel(),
             )
             continue
         start += size

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 from torch import nn
 
+from .._stacklevel import external_stacklevel
 from ..engine import (
     CheckpointCallback,
     CheckpointStore,
@@ -553,7 +554,7 @@ class BaseNeuralEnsemble(BaseEstimator):
                 warnings.warn(
                     "Warm-start fitting without increasing n_estimators trains no new member.",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=external_stacklevel(),
                 )
                 return self
             seeds = _grow_seeds(self.random_state, self.seeds_[: len(existing)], n_members)
@@ -1034,7 +1035,7 @@ def _set_checkpoints(
             "checkpoint_epochs for some members (a callback ended it early); those "
             "checkpoints are NaN.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=external_stacklevel(),
         )
     if n_existing:
         store.params[:n_existing] = estimator.checkpoints_[:n_existing]

@@ -33,6 +33,8 @@ import torch
 from sklearn.utils.validation import check_memory
 from torch import nn
 
+from .._stacklevel import external_stacklevel
+
 #: Version of the entry layout; entries of another version are ignored.
 FORMAT = 1
 MAGIC = b"ensemblekit member cache\n"
@@ -114,7 +116,7 @@ class MemberCache:
                 f"Ignoring member cache entry {path}: {exc}. The member is trained again "
                 "and the entry replaced.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=external_stacklevel(),
             )
             return None
         return record
@@ -141,7 +143,7 @@ class MemberCache:
                 raise
         except Exception as exc:  # caching must never break a fit
             warnings.warn(f"Could not store member cache entry {path}: {exc}.", UserWarning,
-                          stacklevel=3)
+                          stacklevel=external_stacklevel())
 
     def _read_checked(self, path: Path, key: str) -> bytes:
         # Only regular files directly inside the folder are read: a link could lead

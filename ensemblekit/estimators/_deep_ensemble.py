@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
+from .._stacklevel import external_stacklevel
 from ..engine import ENGINES, PRECISIONS, Progress, train_members
 from ._base import BaseNeuralClassifier
 from ._validation import check_int, check_option
@@ -428,7 +429,7 @@ class DeepEnsembleClassifier(BaseNeuralClassifier):
                 f"precision={self.precision!r} applies to the vectorised engine only; the "
                 f"sequential engine trained in float32 ({choice.reason}).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=external_stacklevel(),
             )
         if self.verbose > 0:
             print(f"[{type(self).__name__}] engine: {choice.engine} ({choice.reason})")

@@ -12,6 +12,7 @@ import torch
 from skorch import NeuralNetClassifier
 from torch import nn
 
+from .._stacklevel import external_stacklevel
 from ..engine import (
     ENGINES,
     PRECISIONS,
@@ -441,7 +442,7 @@ class DropoutClassifier(BaseNeuralClassifier):
                 f"precision={self.precision!r} applies to the vectorised engine only; the "
                 f"sequential engine trained in float32 ({choice.reason}).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=external_stacklevel(),
             )
         self.engine_ = choice.engine
         self.engine_reason_ = choice.reason

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._stacklevel import external_stacklevel
 from ..engine import CheckpointStore, MonitorCallback, Progress, StopCallback, module_device
 from ._cache import MemberCache, member_keys
 from ._validation import resolve_device
@@ -284,7 +285,7 @@ def fit_new_members(
             "memory has no effect with random_state=None: the member seeds change at "
             "every fit. Set random_state to an integer to reuse members.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=external_stacklevel(),
         )
         cache = None
     if cache is not None:
@@ -296,7 +297,7 @@ def fit_new_members(
             keys = member_keys(estimator, X, y, seeds, target, sample_weight, extras)
         except Exception as exc:  # e.g. a lambda among the parameters
             warnings.warn(f"memory is not used: the parameters cannot be hashed ({exc}).",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=external_stacklevel())
             cache = None
     if cache is not None:
         records = [cache.load(key, target) for key in keys]

@@ -16,6 +16,7 @@ import torch
 from skorch import NeuralNet
 from torch import nn
 
+from .._stacklevel import external_stacklevel
 from ..engine import derive_seed, initialize_member, module_device, seeded_torch
 from ._outputs import OutputKind, resolve_output_kind
 
@@ -159,5 +160,5 @@ def _warn_if_channels_last(X: np.ndarray) -> None:
             f"(H, W, C) images; the networks take (C, H, W). If so, pass "
             "X.transpose(0, 3, 1, 2).",
             UserWarning,
-            stacklevel=4,
+            stacklevel=external_stacklevel(),
         )

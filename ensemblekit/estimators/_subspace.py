@@ -11,6 +11,7 @@ import torch
 from skorch import NeuralNetClassifier
 from torch import nn
 
+from .._stacklevel import external_stacklevel
 from ..engine import (
     ENGINES,
     MemberSampler,
@@ -686,7 +687,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         )
         self.engine_ = choice.engine
         self.engine_reason_ = choice.reason
-        self._draw_samples(nets, X, y, seeds, stacklevel=5)
+        self._draw_samples(nets, X, y, seeds)
 
     def _fit_members(
         self,
@@ -708,7 +709,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
         self._draw_samples(nets, X, y, seeds)
 
     def _draw_samples(self, nets: Sequence[NeuralNetClassifier], X: np.ndarray,
-                      y: np.ndarray, seeds: Sequence[int], stacklevel: int = 4) -> None:
+                      y: np.ndarray, seeds: Sequence[int]) -> None:
         """Build every run's samples from its current state and its rows of ``X``."""
         networks: list[nn.Module] = []
         tries, accepted = [], []
@@ -744,7 +745,7 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
                 "weights. Train more epochs (or call partial_fit more often), or lower "
                 "collect_from_epoch.",
                 UserWarning,
-                stacklevel=stacklevel,
+                stacklevel=external_stacklevel(),
             )
 
     def _checkpoints_for(self, net: NeuralNetClassifier) -> tuple[int, int]:
