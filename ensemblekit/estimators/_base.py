@@ -49,6 +49,7 @@ from ..engine import (
 from ..engine._monitor import SCORES
 from ..models import MLP
 from ._cache import MemberCache
+from ._frozen_params import check_unchanged, member_params
 from ._outputs import (
     LogProbaCriterion,
     outputs_to_log_proba,
@@ -586,6 +587,7 @@ class BaseNeuralEnsemble(BaseEstimator):
         self.output_kind_ = output_kind
         # Built on the first prediction, reused until the members change; never pickled.
         self._member_predictor = MemberPredictor(getattr(self, "max_members_per_pass", None))
+        self._fitted_params = member_params(self)
         return self
 
     # ----------------------------------------------------------- partial fit
@@ -634,6 +636,7 @@ class BaseNeuralEnsemble(BaseEstimator):
                 if classifier:
                     del self._partial_classes
         self._validate_params()
+        check_unchanged(self, getattr(self, "_fitted_params", None))
         if classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
                                                       self.classes_):
             raise ValueError(
