@@ -25,6 +25,7 @@ from ..engine import (
 from ..posteriors import SUPPORTED_DROPOUT, dropout_layers, thinned_network
 from ..posteriors._dropout import thinned_copies
 from ._base import BaseNeuralClassifier
+from ._partial_fit_doc import classifier_partial_fit_doc
 from ._validation import check_int, check_option
 
 #: Dropout rate of the default MLP when ``module__dropout`` is not given.
@@ -379,47 +380,10 @@ class DropoutClassifier(BaseNeuralClassifier):
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> DropoutClassifier:
-        """Train every member for one more epoch on ``(X, y)``.
-
-        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
-        call builds the members from their seeds (``classes`` is then required) and
-        trains them one epoch; each later call continues every member (weights,
-        optimizer state, data order and random draws go on from its epoch count) for
-        one epoch on the new rows, in the engine ``fit`` would use. Early stopping
-        does not apply; ``loss_curve_`` and ``n_iter_`` grow by one epoch.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-            Training inputs shaped like those of earlier calls.
-        y : array-like of shape (n_samples,)
-            Labels, all among ``classes``.
-        classes : array-like of shape (n_classes,), default=None
-            Every class label; required on the first call, optional later (it must
-            then equal ``classes_``).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`, times the ``class_weight`` of each
-            row's class. A dict ``class_weight`` applies in every call, also to
-            rows that lack some classes. ``class_weight="balanced"`` is refused, as
-            in scikit-learn's ``SGDClassifier.partial_fit`` (one call's rows cannot
-            give the class frequencies): compute the weights over all classes with
-            ``sklearn.utils.class_weight.compute_class_weight("balanced",
-            classes=classes, y=y_all)`` and pass them as a dict. A call whose
-            weights are all 0 raises, as in scikit-learn (nothing would train).
-
-        Returns
-        -------
-        self : estimator
-            The estimator, trained one more epoch.
-
-        Raises
-        ------
-        ValueError
-            When ``classes`` is missing on the first call, ``y`` holds a label not
-            in ``classes``, ``class_weight="balanced"``, every weight of the call
-            is 0, or ``checkpoint_epochs`` is set.
-        """
         return self._partial_fit(X, y, classes, sample_weight)
+
+    partial_fit.__doc__ = classifier_partial_fit_doc(
+        "member", "Train every member for one more epoch on ``(X, y)``.")
 
     def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
                           sample_weight: np.ndarray | None) -> None:

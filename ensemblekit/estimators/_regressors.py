@@ -150,7 +150,9 @@ _PARTIAL_FIT_DOC = """Train every network for one more epoch on ``(X, y)``.
         ------
         ValueError
             When ``X`` or ``y`` is not shaped like the first call's, every weight
-            of the call is 0, or ``checkpoint_epochs`` is set.
+            of the call is 0, ``checkpoint_epochs`` is set, or a parameter that built
+            or trained the networks (network, optimizer, ``lr``, number of networks,
+            seeds, the method's settings) changed since they were fitted.
         """
 
 _COMMON_ATTRIBUTES = """\
@@ -561,7 +563,9 @@ class SWAGRegressor(BaseNeuralRegressor):
         ------
         ValueError
             When ``X`` or ``y`` is not shaped like the first call's, every weight
-            of the call is 0, or ``checkpoint_epochs`` is set.
+            of the call is 0, ``checkpoint_epochs`` is set, or a parameter that built
+            or trained the networks (network, optimizer, ``lr``, number of networks,
+            seeds, the method's settings) changed since they were fitted.
         """
         return self._partial_fit(X, y, None, sample_weight)
 

@@ -33,6 +33,7 @@ from ..posteriors import (
     weight_average,
 )
 from ._base import BaseNeuralClassifier
+from ._partial_fit_doc import classifier_partial_fit_doc
 from ._validation import check_float, check_int, check_option
 
 SubspaceMethod = Literal[
@@ -623,53 +624,18 @@ class SubspaceSamplingClassifier(BaseNeuralClassifier):
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> SubspaceSamplingClassifier:
-        """Train every run for one more epoch on ``(X, y)`` and draw the samples again.
-
-        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
-        call builds the runs from their seeds (``classes`` is then required) and
-        trains them one epoch; each later call continues every run (weights,
-        optimizer state, data order and random draws go on from its epoch count) for
-        one epoch on the new rows, in the engine ``fit`` would use. The random
-        methods hold out the acceptance rows of the new rows. The samples are then
-        rebuilt from the updated runs (see Notes: the checkpoint window slides on by
-        one epoch). Early stopping does not apply; ``loss_curve_`` and ``n_iter_``
-        grow by one epoch.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-            Training inputs shaped like those of earlier calls.
-        y : array-like of shape (n_samples,)
-            Labels, all among ``classes``.
-        classes : array-like of shape (n_classes,), default=None
-            Every class label; required on the first call, optional later (it must
-            then equal ``classes_``).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`, times the ``class_weight`` of each
-            row's class. A dict ``class_weight`` applies in every call, also to
-            rows that lack some classes. ``class_weight="balanced"`` is refused, as
-            in scikit-learn's ``SGDClassifier.partial_fit`` (one call's rows cannot
-            give the class frequencies): compute the weights over all classes with
-            ``sklearn.utils.class_weight.compute_class_weight("balanced",
-            classes=classes, y=y_all)`` and pass them as a dict. A call whose
-            weights are all 0 raises, as in scikit-learn (nothing would train).
-
-        Returns
-        -------
-        self : estimator
-            The estimator, trained one more epoch.
-
-        Raises
-        ------
-        ValueError
-            When ``classes`` is missing on the first call, ``y`` holds a label not
-            in ``classes``, ``class_weight="balanced"``, every weight of the call
-            is 0, ``checkpoint_epochs`` is set, or the acceptance rows of a random
-            method would leave no training row (a call needs at least one acceptance
-            row and one training row: 2 rows for an ``acceptance_fraction`` below
-            0.75).
-        """
         return self._partial_fit(X, y, classes, sample_weight)
+
+    partial_fit.__doc__ = classifier_partial_fit_doc(
+        "run", "Train every run for one more epoch on ``(X, y)`` and draw the samples again.",
+        behaviour=(
+            "The random methods hold out the acceptance rows of the new rows. The "
+            "samples are then rebuilt from the updated runs (see Notes: the checkpoint "
+            "window slides on by one epoch)."),
+        raises=(
+            "the acceptance rows of a random method would leave no training row (a "
+            "call needs at least one acceptance row and one training row: 2 rows for an "
+            "``acceptance_fraction`` below 0.75)"))
 
     def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
                           sample_weight: np.ndarray | None) -> None:

@@ -22,6 +22,7 @@ from ..engine import (
 )
 from ..posteriors import SWAGCollector, flatten_parameters, refresh_rows, sampled_networks
 from ._base import BaseNeuralClassifier
+from ._partial_fit_doc import classifier_partial_fit_doc
 from ._validation import check_float, check_int, check_option
 
 SWAGMethod = Literal["swa", "diagonal", "lowrank"]
@@ -492,60 +493,22 @@ class SWAGClassifier(BaseNeuralClassifier):
     # ------------------------------------------------------------ partial fit
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> SWAGClassifier:
-        """Train every run for one more epoch on ``(X, y)`` and redraw its posterior.
-
-        For data that arrives in pieces, as ``MLPClassifier.partial_fit``: the first
-        call builds the runs from their seeds (``classes`` is then required) and
-        trains them one epoch; each later call continues every run (weights,
-        optimizer state, data order and random draws go on from its epoch count) for
-        one epoch on the new rows, in the engine ``fit`` would use. Epochs are
-        numbered per run from 0 over all calls: an epoch ``e >= swa_start`` (``None``:
-        ``max_epochs // 2``, as in :meth:`fit`) runs at ``swa_lr`` and is collected
-        when ``(e - swa_start) % swa_freq == 0``, so the moments grow call after call
-        (after an early-stopped :meth:`fit`, each run's own SWA start counts). After
-        each call the ``n_samples`` networks of every run are drawn again from its
-        moments, from the run's seed, and BatchNorm refreshed on the rows of this
-        call.
-
-        Before a run has collected any iterate (``n_collected_`` is 0: every call
-        so far ran before ``swa_start``) its networks are copies of its current
-        weights, a point estimate; while it holds a single deviation,
-        ``method="lowrank"`` draws from the diagonal part alone (the low-rank term
-        needs two). Early stopping does not apply; ``loss_curve_`` and ``n_iter_``
-        grow by one epoch.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-            Training inputs shaped like those of earlier calls.
-        y : array-like of shape (n_samples,)
-            Labels, all among ``classes``.
-        classes : array-like of shape (n_classes,), default=None
-            Every class label; required on the first call, optional later (it must
-            then equal ``classes_``).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, as in :meth:`fit`, times the ``class_weight`` of each
-            row's class. A dict ``class_weight`` applies in every call, also to
-            rows that lack some classes. ``class_weight="balanced"`` is refused, as
-            in scikit-learn's ``SGDClassifier.partial_fit`` (one call's rows cannot
-            give the class frequencies): compute the weights over all classes with
-            ``sklearn.utils.class_weight.compute_class_weight("balanced",
-            classes=classes, y=y_all)`` and pass them as a dict. A call whose
-            weights are all 0 raises, as in scikit-learn (nothing would train).
-
-        Returns
-        -------
-        self : SWAGClassifier
-            The estimator, trained one more epoch.
-
-        Raises
-        ------
-        ValueError
-            When ``classes`` is missing on the first call, ``y`` holds a label not
-            in ``classes``, ``class_weight="balanced"``, every weight of the call
-            is 0, or ``checkpoint_epochs`` is set.
-        """
         return self._partial_fit(X, y, classes, sample_weight)
+
+    partial_fit.__doc__ = classifier_partial_fit_doc(
+        "run", "Train every run for one more epoch on ``(X, y)`` and redraw its posterior.",
+        behaviour=(
+            "Epochs are numbered per run from 0 over all calls: an epoch ``e >= "
+            "swa_start`` (``None``: ``max_epochs // 2``, as in :meth:`fit`) runs at "
+            "``swa_lr`` and is collected when ``(e - swa_start) % swa_freq == 0``, so "
+            "the moments grow call after call (after an early-stopped :meth:`fit`, each "
+            "run's own SWA start counts). After each call the ``n_samples`` networks of "
+            "every run are drawn again from its moments, from the run's seed, and "
+            "BatchNorm refreshed on the rows of this call. Before a run has collected "
+            "any iterate (``n_collected_`` is 0: every call so far ran before "
+            "``swa_start``) its networks are copies of its current weights, a point "
+            "estimate; while it holds a single deviation, ``method=\"lowrank\"`` draws "
+            "from the diagonal part alone (the low-rank term needs two)."))
 
     def _continue_members(self, nets: Any, X: np.ndarray, y: np.ndarray, seeds: Any,
                           sample_weight: np.ndarray | None) -> None:
