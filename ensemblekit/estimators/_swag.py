@@ -581,20 +581,14 @@ def _continue_runs(
 ) -> list[EngineChoice]:
     """Train fitted runs ``epochs`` more epochs, each from its own epoch count.
 
-    Runs that have trained the same number of epochs are trained together (the
-    vectorised engine steps members of one epoch count and optimizer step count).
+    :func:`~ensemblekit.engine.train_members` trains together the runs of one epoch
+    count (runs stopped apart by early stopping form several groups).
     """
-    groups: dict[int, list[int]] = {}
-    for k, net in enumerate(nets):
-        groups.setdefault(len(net.history), []).append(k)
-    choices = []
-    for _, members in sorted(groups.items()):
-        choices.append(train_members(
-            [nets[k] for k in members], X, y, [int(seeds[k]) for k in members], progress,
-            engine=estimator.engine, max_members_per_pass=estimator.max_members_per_pass,
-            sample_weight=sample_weight, initialize=False, epochs=epochs,
-        ))
-    return choices
+    return [train_members(
+        list(nets), X, y, [int(s) for s in seeds], progress,
+        engine=estimator.engine, max_members_per_pass=estimator.max_members_per_pass,
+        sample_weight=sample_weight, initialize=False, epochs=epochs,
+    )]
 
 
 def _set_engine(estimator: Any, choices: Sequence[EngineChoice]) -> None:
